@@ -1,0 +1,1 @@
+"""Agents as pure functions. dqn.py holds the DQN family; new agents go beside it."""

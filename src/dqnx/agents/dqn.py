@@ -1,0 +1,195 @@
+"""DQN, top to bottom: Q-network, exploration, TD target, loss, update, target sync.
+
+Everything here is a pure function of its arguments, so the drivers can jit it,
+scan it and vmap it over seeds. The agent's state is an `AgentState` pytree; its
+configuration is a frozen `DQNConfig`, closed over (static) by `make_dqn`.
+
+    dqn = make_dqn(config, obs_shape=(4,), num_actions=2)
+    state = dqn.init(key)
+    action = dqn.act(state.params, obs_batch, key, epsilon)
+    state, metrics = dqn.update(state, batch)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from dqnx.config import DQNConfig
+
+
+class QNetwork(nn.Module):
+    """MLP from a (batch of) observation(s) to one Q-value per action."""
+
+    num_actions: int
+    hidden_sizes: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs.reshape(obs.shape[0], -1)
+        for width in self.hidden_sizes:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.num_actions)(x)
+
+
+class Batch(NamedTuple):
+    """Transitions; `next_obs` is the true successor, also after a truncation."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+
+
+@flax.struct.dataclass
+class AgentState:
+    params: Any
+    target_params: Any
+    opt_state: Any
+    updates: jax.Array  # gradient steps taken so far
+
+
+def epsilon_at(config: DQNConfig, env_step: jax.Array) -> jax.Array:
+    """Exploration rate after `env_step` env steps.
+
+    linear:      start + (end - start) * min(1, t / decay_steps)
+    exponential: start * (end / start) ** (t / decay_steps), floored at end
+    Both reach the floor `epsilon_end` at `epsilon_decay_steps`.
+
+    >>> float(epsilon_at(DQNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100), 50))
+    0.55
+    """
+    start, end = config.epsilon_start, config.epsilon_end
+    fraction = jnp.asarray(env_step, jnp.float32) / config.epsilon_decay_steps
+    if config.epsilon_schedule == "linear":
+        return start + (end - start) * jnp.minimum(fraction, 1.0)
+    if start == 0.0:
+        return jnp.asarray(0.0, jnp.float32)
+    return jnp.maximum(start * (end / start) ** fraction, end)
+
+
+def td_target(
+    reward: jax.Array,
+    terminated: jax.Array,
+    next_q_target: jax.Array,
+    gamma: float,
+    next_q_online: jax.Array | None = None,
+) -> jax.Array:
+    """One-step TD target  r + gamma * (1 - terminated) * Q_target(s', a*).
+
+    a* = argmax_a Q_target(s', a) for DQN, argmax_a Q_online(s', a) for Double DQN
+    (pass `next_q_online`). A truncated (time-limit) transition is *not* terminated:
+    it bootstraps from its true next state like any other.
+
+    >>> td_target(jnp.array([1.0, 1.0]), jnp.array([False, True]),
+    ...           jnp.array([[2.0, 3.0], [2.0, 3.0]]), gamma=0.5)
+    Array([2.5, 1. ], dtype=float32)
+    """
+    if next_q_online is None:
+        next_value = next_q_target.max(axis=-1)
+    else:
+        best = next_q_online.argmax(axis=-1)
+        next_value = jnp.take_along_axis(next_q_target, best[..., None], axis=-1)[..., 0]
+    not_done = 1.0 - terminated.astype(jnp.float32)
+    return reward + gamma * not_done * next_value
+
+
+def td_loss(q_taken: jax.Array, target: jax.Array, kind: str) -> jax.Array:
+    """Mean TD loss. 'huber': smooth L1 with delta 1; 'mse': half squared error.
+
+    >>> td_loss(jnp.array([0.0, 0.0]), jnp.array([0.5, 3.0]), "huber")  # (0.125 + 2.5) / 2
+    Array(1.3125, dtype=float32)
+    """
+    error = q_taken - target
+    if kind == "huber":
+        return optax.huber_loss(error, delta=1.0).mean()
+    return (0.5 * error**2).mean()
+
+
+def make_optimizer(config: DQNConfig, total_updates: int) -> optax.GradientTransformation:
+    if config.lr_schedule == "linear":
+        lr: Any = optax.linear_schedule(config.learning_rate, 0.0, max(total_updates, 1))
+    elif config.lr_schedule == "cosine":
+        lr = optax.cosine_decay_schedule(config.learning_rate, max(total_updates, 1))
+    else:
+        lr = config.learning_rate
+    adam = optax.adam(lr, eps=config.adam_eps)
+    if config.max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
+    return adam
+
+
+def total_gradient_updates(config: DQNConfig) -> int:
+    """Gradient steps a full run takes (sizes the learning-rate schedule)."""
+    phases = max(config.total_steps - config.learning_starts, 0) // config.train_freq
+    return phases * config.gradient_steps
+
+
+class DQN(NamedTuple):
+    """The pure functions of one configured DQN agent."""
+
+    config: DQNConfig
+    network: QNetwork
+    init: Callable[[jax.Array], AgentState]
+    q_values: Callable[[Any, jax.Array], jax.Array]
+    act: Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+    update: Callable[[AgentState, Batch], tuple[AgentState, dict[str, jax.Array]]]
+
+
+def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int) -> DQN:
+    network = QNetwork(num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes))
+    optimizer = make_optimizer(config, total_gradient_updates(config))
+
+    def init(key: jax.Array) -> AgentState:
+        params = network.init(key, jnp.zeros((1, *obs_shape), jnp.float32))
+        return AgentState(
+            params=params,
+            target_params=params,
+            opt_state=optimizer.init(params),
+            updates=jnp.zeros((), jnp.int32),
+        )
+
+    def q_values(params: Any, obs: jax.Array) -> jax.Array:
+        return network.apply(params, obs)
+
+    def act(params: Any, obs: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:
+        """Epsilon-greedy actions for a batch of observations."""
+        greedy = q_values(params, obs).argmax(axis=-1)
+        explore_key, action_key = jax.random.split(key)
+        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+        random_actions = jax.random.randint(action_key, greedy.shape, 0, num_actions)
+        return jnp.where(explore, random_actions, greedy)
+
+    def loss_fn(params: Any, target_params: Any, batch: Batch):
+        q = q_values(params, batch.obs)
+        q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        next_q_target = q_values(target_params, batch.next_obs)
+        next_q_online = q_values(params, batch.next_obs) if config.double_dqn else None
+        target = jax.lax.stop_gradient(
+            td_target(batch.reward, batch.terminated, next_q_target, config.gamma, next_q_online)
+        )
+        loss = td_loss(q_taken, target, config.loss)
+        return loss, {"q_mean": q_taken.mean(), "td_abs": jnp.abs(q_taken - target).mean()}
+
+    def update(state: AgentState, batch: Batch) -> tuple[AgentState, dict[str, jax.Array]]:
+        """One gradient step on `batch`, then the target sync when its period comes."""
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
+        changes, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, changes)
+        updates = state.updates + 1
+        sync = updates % config.target_update_period == 0
+        target_params = jax.tree.map(
+            lambda online, target: jnp.where(sync, config.tau * online + (1.0 - config.tau) * target, target),
+            params,
+            state.target_params,
+        )
+        new_state = AgentState(params=params, target_params=target_params, opt_state=opt_state, updates=updates)
+        return new_state, {"loss": loss, **aux}
+
+    return DQN(config=config, network=network, init=init, q_values=q_values, act=act, update=update)

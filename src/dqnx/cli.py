@@ -1,0 +1,161 @@
+"""The `dqnx` command: train, eval, envs.
+
+Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback),
+1 on a failure while running, 130 when interrupted (a checkpoint is saved first).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Deep Q-learning on JAX: train, evaluate and inspect DQN agents.",
+)
+
+
+def _err(message: str) -> None:
+    from dqnx.ui import console
+
+    console.print(message, markup=False, highlight=False)
+
+
+@app.command()
+def train(
+    env_id: Optional[str] = typer.Argument(None, help="Environment id, e.g. CartPole-v1 (see `dqnx envs`). Omit with --resume."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Env steps to train (default: the preset's total_steps)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the (first) run."),
+    seeds: int = typer.Option(1, "--seeds", help="Train this many seeds (seed, seed+1, ...) side by side in one program."),
+    set_: List[str] = typer.Option([], "--set", help="Override a hyperparameter: --set learning_rate=3e-4 (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of hyperparameters, applied over the preset."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/ENV-TIME)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly where it stopped."),
+    until_solved: bool = typer.Option(False, "--until-solved", help="Stop once every seed's greedy evaluation reaches the solve threshold."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table; the run directory is still printed."),
+) -> None:
+    """Train a DQN agent and write a run directory (config, weights, metrics, summary)."""
+    from dqnx.config import parse_set
+    from dqnx.errors import UsageError
+
+    if steps is not None and steps <= 0:
+        raise UsageError(f"--steps must be a positive number of env steps, got {steps}")
+    if seeds <= 0:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    if seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed}")
+    if resume is not None and (set_ or config is not None or out is not None or seeds != 1):
+        raise UsageError("--resume continues a run with its saved settings; drop --set, --config, --out and --seeds (only --steps may extend it)")
+    overrides = parse_set(set_)
+
+    from dqnx import api
+
+    if not quiet:
+        target = resume if resume is not None else (out or "runs/")
+        _err(f"dqnx: {'resuming ' + str(resume) if resume is not None else 'training ' + str(env_id)} (backend: gymnax, compiled JAX loop) -> {target}")
+    run = api.train(
+        env_id,
+        steps=steps,
+        seed=seed,
+        seeds=seeds,
+        config=overrides or None,
+        config_file=config,
+        out=out,
+        resume=resume,
+        progress=not quiet,
+        stop_when_solved=until_solved,
+    )
+    if not quiet:
+        from dqnx.ui import print_summary
+
+        print_summary(run.summary, str(run.path))
+    typer.echo(str(run.path))
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `dqnx train`."),
+    episodes: int = typer.Option(100, "--episodes", help="Greedy episodes per trained seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation episodes."),
+    weights: str = typer.Option("best", "--weights", help="'best' (highest periodic evaluation) or 'last'."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: mean_return, std_return, episodes, ..."),
+) -> None:
+    """Evaluate a trained agent greedily on fresh episodes."""
+    from dqnx.errors import UsageError
+
+    if episodes <= 0:
+        raise UsageError(f"--episodes must be a positive integer, got {episodes}")
+    if seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed}")
+    from dqnx import api
+
+    result = api.evaluate(run_dir, episodes=episodes, seed=seed, weights=weights)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    steps = result["weights_env_steps"]
+    _err(f"evaluated the {weights} weights of {run_dir} (from env step {steps})")
+    typer.echo(
+        f"{result['env_id']}: mean return {result['mean_return']:.2f} ± {result['std_return']:.2f} "
+        f"over {result['episodes']} episodes"
+    )
+
+
+@app.command()
+def envs() -> None:
+    """List the environments dqnx can train on, with their solve thresholds."""
+    from rich.table import Table
+
+    from dqnx.config import preset_path
+    from dqnx.envs import SOLVE_THRESHOLDS, gymnax_env_ids, make_env
+    from dqnx.errors import UsageError
+    from dqnx.ui import console
+
+    table = Table(title="JAX-native environments (gymnax)")
+    for column in ("id", "actions", "observation", "solved at", "preset"):
+        table.add_column(column)
+    for env_id in gymnax_env_ids():
+        try:
+            env = make_env(env_id)
+        except UsageError:
+            continue  # continuous actions or a missing optional package
+        threshold = SOLVE_THRESHOLDS.get(env_id)
+        table.add_row(env_id, str(env.num_actions), "x".join(map(str, env.obs_shape)),
+                      "-" if threshold is None else f"{threshold:g}", "yes" if preset_path(env_id) else "-")
+    console.file = sys.stdout
+    console.print(table)
+
+
+def main() -> None:
+    from dqnx.errors import Interrupted, UsageError
+
+    try:
+        app(standalone_mode=False)
+    except UsageError as e:
+        _err(f"error: {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except Interrupted as e:
+        _err(str(e))
+        sys.exit(130)
+    except Exception as e:
+        # Command-line usage errors (click's, vendored inside newer typer releases as a
+        # private module, so matched by shape): exit code 2 and a formatted message.
+        if getattr(e, "exit_code", None) == 2 and hasattr(e, "format_message"):
+            ctx = getattr(e, "ctx", None)
+            command = ctx.command_path if ctx is not None else "dqnx"
+            _err(f"error: {e.format_message()} (see {command} --help)")
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The DQN configuration: one frozen, typed dataclass, every field documented.
+
+Values come in three layers, later ones winning:
+
+1. the defaults below;
+2. the environment's preset, a TOML file in ``dqnx/presets/`` (``CartPole-v1.toml``);
+3. the user's ``--config FILE.toml`` and then each ``--set key=value``.
+
+``dqnx train ENV --set help=1`` is not a thing; read the field docs below or
+``python -c "import dqnx.config as c; print(c.describe())"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from dqnx.errors import UsageError
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Every hyperparameter of a DQN run. Defaults are CleanRL-like; presets tune them."""
+
+    # --- budget -------------------------------------------------------------------
+    total_steps: int = _doc("Environment steps to train for (summed over parallel envs).", default=50_000)
+    num_envs: int = _doc("Environments stepped in parallel per seed; each iteration adds num_envs transitions.", default=1)
+
+    # --- network and optimizer ------------------------------------------------------
+    hidden_sizes: tuple[int, ...] = _doc("Widths of the MLP's hidden layers (ReLU between them).", default=(120, 84))
+    learning_rate: float = _doc("Adam step size (the peak value when a schedule is used).", default=1e-3)
+    lr_schedule: str = _doc("'constant', 'linear' (to 0 at total_steps) or 'cosine' decay of the learning rate.", default="constant")
+    adam_eps: float = _doc("Adam's epsilon (numerical stability term).", default=1e-8)
+    max_grad_norm: float = _doc("Clip the gradient's global norm to this value; 0 turns clipping off.", default=10.0)
+    loss: str = _doc("'huber' (smooth L1, delta 1) or 'mse' (half squared TD error).", default="huber")
+
+    # --- TD learning ----------------------------------------------------------------
+    gamma: float = _doc("Discount factor of future rewards.", default=0.99)
+    double_dqn: bool = _doc("Double DQN: the online network picks the next action, the target network scores it.", default=False)
+
+    # --- replay and update cadence -------------------------------------------------
+    replay: bool = _doc("Experience replay. false = online mode: learn from each step's own transition(s).", default=True)
+    buffer_size: int = _doc("Replay capacity in transitions (oldest overwritten first).", default=50_000)
+    batch_size: int = _doc("Transitions per gradient step, sampled uniformly with replacement.", default=64)
+    learning_starts: int = _doc("Env steps of pure collection before the first gradient step.", default=1_000)
+    train_freq: int = _doc("Run a training phase every train_freq env steps.", default=1)
+    gradient_steps: int = _doc("Gradient steps per training phase.", default=1)
+
+    # --- target network -------------------------------------------------------------
+    target_update_period: int = _doc("Sync the target network every this many gradient steps.", default=1)
+    tau: float = _doc("Sync rule: target <- tau * online + (1 - tau) * target. 1.0 is a hard copy, < 1 is Polyak averaging.", default=0.005)
+
+    # --- exploration ----------------------------------------------------------------
+    epsilon_start: float = _doc("Exploration rate at step 0.", default=1.0)
+    epsilon_end: float = _doc("Exploration floor, reached at epsilon_decay_steps.", default=0.04)
+    epsilon_decay_steps: int = _doc("Env steps over which epsilon falls from start to end.", default=8_000)
+    epsilon_schedule: str = _doc("'linear' or 'exponential' (geometric) decay to the floor.", default="linear")
+
+    # --- evaluation -----------------------------------------------------------------
+    eval_every: int = _doc("Greedy evaluation every this many env steps (also the chunk length of the compiled loop).", default=1_000)
+    eval_episodes: int = _doc("Episodes per periodic greedy evaluation (run in parallel inside JAX).", default=100)
+    final_eval_episodes: int = _doc("Fresh episodes of the final evaluation of the best weights.", default=100)
+    checkpoint_every: int = _doc("Write a resumable checkpoint every this many env steps (and on Ctrl-C).", default=10_000)
+
+    def replace(self, **changes: Any) -> "DQNConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        return out
+
+    def validate(self) -> "DQNConfig":
+        """Raise UsageError on the first value that cannot work; return self."""
+        positive = [
+            "total_steps", "num_envs", "batch_size", "train_freq", "gradient_steps",
+            "target_update_period", "eval_every", "eval_episodes", "final_eval_episodes",
+            "checkpoint_every", "epsilon_decay_steps",
+        ]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)}; set it with --set {name}=N")
+        if self.replay and self.buffer_size < self.batch_size:
+            raise UsageError(f"buffer_size ({self.buffer_size}) is smaller than batch_size ({self.batch_size}); raise buffer_size")
+        if self.learning_starts < 0:
+            raise UsageError(f"learning_starts must be >= 0, got {self.learning_starts}")
+        if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
+            raise UsageError(f"hidden_sizes must be positive widths like 120,84, got {self.hidden_sizes}")
+        for name in ("learning_rate", "adam_eps"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_grad_norm < 0:
+            raise UsageError(f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise UsageError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0:
+            raise UsageError(f"tau must lie in (0, 1] (1 = hard copy), got {self.tau}")
+        for name in ("epsilon_start", "epsilon_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.epsilon_schedule == "exponential" and self.epsilon_end <= 0 < self.epsilon_start:
+            raise UsageError("an exponential epsilon schedule needs epsilon_end > 0; set --set epsilon_end=0.01 or use linear")
+        choices = {
+            "loss": ("huber", "mse"),
+            "lr_schedule": ("constant", "linear", "cosine"),
+            "epsilon_schedule": ("linear", "exponential"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        return self
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(DQNConfig)}
+_TYPES = typing.get_type_hints(DQNConfig)
+
+
+def describe() -> str:
+    """Every field with its type, default and meaning, one per line."""
+    default = DQNConfig()
+    return "\n".join(
+        f"{name} ({_TYPES[name].__name__ if hasattr(_TYPES[name], '__name__') else _TYPES[name]}, "
+        f"default {getattr(default, name)!r}): {f.metadata['doc']}"
+        for name, f in FIELDS.items()
+    )
+
+
+def _unknown_key(key: str, where: str) -> UsageError:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "see the field list in dqnx/config.py"
+    return UsageError(f"unknown hyperparameter {key!r} in {where}; {hint}")
+
+
+def coerce(key: str, value: Any, where: str) -> Any:
+    """Convert a TOML value or a --set string into the field's type, or raise UsageError."""
+    if key not in FIELDS:
+        raise _unknown_key(key, where)
+    kind = _TYPES[key]
+    bad = UsageError(f"{key} in {where} must be {_type_name(kind)}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise bad
+    if kind is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                raise bad from None
+            if number.is_integer():
+                return int(number)
+        raise bad
+    if kind is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if typing.get_origin(kind) is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise bad
+        try:
+            return tuple(int(str(v).strip()) for v in items if str(v).strip())
+        except ValueError:
+            raise bad from None
+    raise AssertionError(f"unhandled config type {kind}")
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return "a comma-separated list of integers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+
+
+def preset_path(env_id: str) -> Path | None:
+    path = resources.files("dqnx") / "presets" / f"{env_id}.toml"
+    return Path(str(path)) if path.is_file() else None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist; check the path given to --config") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path} is not valid TOML ({e}); fix the file") from None
+    # Presets may group values in tables ([dqn], [exploration], ...) for readability.
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got {item!r}; e.g. --set learning_rate=3e-4")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_config(
+    env_id: str,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: DQNConfig | None = None,
+) -> DQNConfig:
+    """Defaults (or `base`), then the env preset, then `config_file`, then `overrides`."""
+    values: dict[str, Any] = {}
+    if base is None:
+        preset = preset_path(env_id)
+        if preset is not None:
+            for key, value in read_toml(preset).items():
+                values[key] = coerce(key, value, f"preset {preset.name}")
+    if config_file is not None:
+        path = Path(config_file)
+        for key, value in read_toml(path).items():
+            values[key] = coerce(key, value, str(path))
+    for key, value in (overrides or {}).items():
+        values[key] = coerce(key, value, "--set")
+    return (base or DQNConfig()).replace(**values).validate()
+
+
+def from_dict(data: dict[str, Any], where: str) -> DQNConfig:
+    return DQNConfig(**{k: coerce(k, v, where) for k, v in data.items()}).validate()

@@ -1,0 +1,1 @@
+"""Training loops. jax_loop.py: the compiled loop for JAX-native environments."""

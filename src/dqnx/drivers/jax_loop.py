@@ -1,0 +1,239 @@
+"""The compiled training loop for JAX-native environments.
+
+A run is a sequence of chunks. One chunk is a `lax.scan` over env iterations
+(act -> env step -> store -> maybe train), compiled once and vmapped over seeds.
+Between chunks the host evaluates, keeps the best weights, writes metrics and
+checkpoints and draws the progress bar. Everything inside a chunk is a pure function
+of the `TrainState`, so a run is a pure function of (config, seed), and a resumed run
+continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dqnx.agents.dqn import DQN, AgentState, Batch, epsilon_at, make_dqn
+from dqnx.config import DQNConfig
+from dqnx.envs import JaxEnv
+from dqnx.replay import uniform
+
+# Stream identifiers folded into a seed's key so that evaluation never draws from
+# (and so never perturbs) the training stream.
+PERIODIC_EVAL_STREAM = 1
+FINAL_EVAL_STREAM = 2
+USER_EVAL_STREAM = 3
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a seed's run needs to continue exactly; saved whole in checkpoints."""
+
+    agent: AgentState
+    replay: uniform.ReplayBuffer
+    env_state: Any
+    obs: jax.Array  # [num_envs, *obs_shape]
+    key: jax.Array
+    env_steps: jax.Array
+    episode_return: jax.Array  # [num_envs], running return of the current episodes
+
+
+class ChunkOutput(NamedTuple):
+    """Per-iteration records of a chunk (leading axis: iteration)."""
+
+    finished_return: jax.Array  # [num_envs], return of episodes that ended here, else nan
+    loss: jax.Array  # nan when no training phase ran
+    q_mean: jax.Array
+    td_abs: jax.Array
+    epsilon: jax.Array
+
+
+class Program(NamedTuple):
+    """The pure, unbatched functions of one (config, env) pair."""
+
+    config: DQNConfig
+    env: JaxEnv
+    dqn: DQN
+    init: Callable[[jax.Array], TrainState]
+    chunk: Callable[[TrainState, int], tuple[TrainState, ChunkOutput]]
+    evaluate: Callable[[Any, jax.Array, int], jax.Array]
+
+
+def seed_key(seed: int) -> jax.Array:
+    return jax.random.PRNGKey(seed)
+
+
+def make_program(config: DQNConfig, env: JaxEnv) -> Program:
+    dqn = make_dqn(config, env.obs_shape, env.num_actions)
+    n = config.num_envs
+    capacity = config.buffer_size if config.replay else n
+
+    def init(key: jax.Array) -> TrainState:
+        agent_key, env_key, loop_key = jax.random.split(key, 3)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, n))
+        return TrainState(
+            agent=dqn.init(agent_key),
+            replay=uniform.init_replay(capacity, env.obs_shape),
+            env_state=env_state,
+            obs=obs,
+            key=loop_key,
+            env_steps=jnp.zeros((), jnp.int32),
+            episode_return=jnp.zeros((n,), jnp.float32),
+        )
+
+    def train_phase(agent: AgentState, replay: uniform.ReplayBuffer, fresh: Batch, key: jax.Array):
+        def one_step(agent, step_key):
+            batch = uniform.sample(replay, step_key, config.batch_size) if config.replay else fresh
+            return dqn.update(agent, batch)
+
+        agent, metrics = jax.lax.scan(one_step, agent, jax.random.split(key, config.gradient_steps))
+        return agent, jax.tree.map(jnp.mean, metrics)
+
+    def skip_phase(agent, replay, fresh, key):
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        return agent, {"loss": nan, "q_mean": nan, "td_abs": nan}
+
+    def iteration(state: TrainState, _):
+        key, act_key, env_key, train_key = jax.random.split(state.key, 4)
+        epsilon = epsilon_at(config, state.env_steps)
+        action = dqn.act(state.agent.params, state.obs, act_key, epsilon)
+        next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(
+            jax.random.split(env_key, n), state.env_state, action
+        )
+        fresh = Batch(obs=state.obs, action=action, reward=reward, next_obs=final_obs, terminated=terminated)
+        replay = uniform.add(state.replay, fresh)
+        env_steps = state.env_steps + n
+        do_train = (env_steps >= config.learning_starts) & (env_steps // config.train_freq > state.env_steps // config.train_freq)
+        agent, metrics = jax.lax.cond(do_train, train_phase, skip_phase, state.agent, replay, fresh, train_key)
+
+        episode_return = state.episode_return + reward
+        done = terminated | truncated
+        output = ChunkOutput(
+            finished_return=jnp.where(done, episode_return, jnp.nan),
+            loss=metrics["loss"],
+            q_mean=metrics["q_mean"],
+            td_abs=metrics["td_abs"],
+            epsilon=epsilon,
+        )
+        new_state = TrainState(
+            agent=agent,
+            replay=replay,
+            env_state=env_state,
+            obs=next_obs,
+            key=key,
+            env_steps=env_steps,
+            episode_return=jnp.where(done, 0.0, episode_return),
+        )
+        return new_state, output
+
+    def chunk(state: TrainState, iterations: int) -> tuple[TrainState, ChunkOutput]:
+        return jax.lax.scan(iteration, state, None, length=iterations)
+
+    def evaluate(params: Any, key: jax.Array, episodes: int) -> jax.Array:
+        """Greedy returns of `episodes` episodes run side by side; the first episode of each counts."""
+        reset_key, loop_key = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
+
+        def step(carry, step_key):
+            obs, env_state, returns, alive = carry
+            action = dqn.q_values(params, obs).argmax(axis=-1)
+            obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(
+                jax.random.split(step_key, episodes), env_state, action
+            )
+            returns = returns + jnp.where(alive, reward, 0.0)
+            alive = alive & ~(terminated | truncated)
+            return (obs, env_state, returns, alive), None
+
+        carry = (obs, env_state, jnp.zeros(episodes, jnp.float32), jnp.ones(episodes, bool))
+        (_, _, returns, _), _ = jax.lax.scan(step, carry, jax.random.split(loop_key, env.max_episode_steps))
+        return returns
+
+    return Program(config=config, env=env, dqn=dqn, init=init, chunk=chunk, evaluate=evaluate)
+
+
+def stack(trees: list[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def init_states(program: Program, seeds: list[int]) -> TrainState:
+    """Train states of several seeds, stacked on a leading axis."""
+    return jax.jit(jax.vmap(program.init))(jnp.stack([seed_key(s) for s in seeds]))
+
+
+def eval_keys(seeds: list[int], stream: int, step: int) -> jax.Array:
+    return jnp.stack([jax.random.fold_in(jax.random.fold_in(seed_key(s), stream), step) for s in seeds])
+
+
+class Compiled:
+    """The program's functions compiled for a batch of seeds, with compile times kept.
+
+    A single seed runs unbatched (one real `lax.cond` instead of vmap's select of
+    both branches); several seeds run vmapped in one program.
+    """
+
+    def __init__(self, program: Program, num_seeds: int):
+        self.program = program
+        self.num_seeds = num_seeds
+        self.compile_seconds = 0.0
+        self._chunks: dict[int, Any] = {}
+        self._evals: dict[int, Any] = {}
+
+    def _batched(self, fn: Callable) -> Callable:
+        if self.num_seeds == 1:
+            return lambda *args: jax.tree.map(lambda x: x[None], fn(*jax.tree.map(lambda x: x[0], args)))
+        return jax.vmap(fn)
+
+    def _compile(self, fn: Callable, *args: Any, donate: tuple[int, ...] = ()) -> Any:
+        start = time.perf_counter()
+        compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+        self.compile_seconds += time.perf_counter() - start
+        return compiled
+
+    def chunk(self, state: TrainState, iterations: int) -> tuple[TrainState, ChunkOutput]:
+        if iterations not in self._chunks:
+            fn = self._batched(lambda s: self.program.chunk(s, iterations))
+            self._chunks[iterations] = self._compile(fn, state, donate=(0,))
+        return self._chunks[iterations](state)
+
+    def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
+        if episodes not in self._evals:
+            fn = self._batched(lambda p, k: self.program.evaluate(p, k, episodes))
+            self._evals[episodes] = self._compile(fn, params, keys)
+        return np.asarray(self._evals[episodes](params, keys))
+
+
+@jax.jit
+def select_where(mask: jax.Array, new: Any, old: Any) -> Any:
+    """Per seed, `new` where mask else `old` (mask has one entry per seed)."""
+    return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+def chunk_iterations(config: DQNConfig, done_steps: int) -> int:
+    """Iterations of the next chunk: up to the next eval boundary or the end of the run."""
+    per_chunk = max(1, config.eval_every // config.num_envs)
+    remaining = config.total_steps - done_steps
+    return min(per_chunk, math.ceil(remaining / config.num_envs))
+
+
+def summarize_chunk(output: ChunkOutput) -> dict[str, np.ndarray]:
+    """Per-seed means of a chunk's records (host side)."""
+    out = jax.device_get(output)
+    finished = out.finished_return.reshape(out.finished_return.shape[0], -1)
+    counts = np.sum(~np.isnan(finished), axis=1)
+    with warnings.catch_warnings():  # nanmean of a chunk without updates or episodes is nan, by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            "episodes": counts,
+            "train_return": np.nanmean(finished, axis=1),
+            "loss": np.nanmean(out.loss, axis=1),
+            "q_mean": np.nanmean(out.q_mean, axis=1),
+            "td_abs": np.nanmean(out.td_abs, axis=1),
+            "epsilon": out.epsilon[:, -1],
+        }

@@ -1,0 +1,238 @@
+"""The host side of a training run: compiled chunks in, files and progress out.
+
+    for each chunk:  run it (all seeds at once) -> evaluate greedily -> keep the best
+                     weights -> append metrics -> checkpoint when due -> draw progress
+    at the end:      evaluate the best weights on fresh episodes -> summary.json
+
+Ctrl-C (SIGINT) or SIGTERM during a chunk lets the chunk finish, writes a checkpoint
+and raises `Interrupted`; `dqnx train --resume RUN_DIR` continues from there exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dqnx.config import DQNConfig
+from dqnx.drivers import jax_loop
+from dqnx.envs import JaxEnv
+from dqnx.errors import Interrupted, UsageError
+from dqnx.runs.run_dir import RunDir
+
+
+@dataclass
+class Progress:
+    """Host-side bookkeeping of a run, saved in the checkpoint's metadata."""
+
+    env_steps: int
+    wall_seconds: float
+    compile_seconds: float
+    best_return: list[float | None]
+    best_step: list[int | None]
+    steps_to_solve: list[int | None]
+    seconds_to_solve: list[float | None]
+    last_chunk: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, num_seeds: int) -> "Progress":
+        none = [None] * num_seeds
+        return cls(0, 0.0, 0.0, list(none), list(none), list(none), list(none))
+
+
+class Reporter:
+    """What the trainer tells the user; the CLI draws it with rich, the API may stay silent."""
+
+    def start(self, total_steps: int, done_steps: int) -> None: ...
+
+    def update(self, progress: Progress) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class _SignalFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between chunks (main thread only)."""
+
+    def __init__(self):
+        self.raised: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not in the main thread: signals stay with their owner
+            self._previous.clear()
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.raised = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _median(values: list[Any]) -> Any:
+    return statistics.median(values) if values else None
+
+
+def train_run(
+    run: RunDir,
+    env: JaxEnv,
+    config: DQNConfig,
+    seeds: list[int],
+    *,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    stop_when_solved: bool = False,
+) -> dict[str, Any]:
+    """Train `seeds` side by side in `run`, or continue it; returns the summary."""
+    reporter = reporter or Reporter()
+    program = jax_loop.make_program(config, env)
+    compiled = jax_loop.Compiled(program, len(seeds))
+    state = jax_loop.init_states(program, seeds)
+    best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
+    progress = Progress.fresh(len(seeds))
+    if resume:
+        (state, best_params), meta = run.load_checkpoint((state, best_params))
+        try:
+            progress = Progress(**meta["progress"])
+        except (KeyError, TypeError):
+            raise UsageError(f"{run.path} has a checkpoint without dqnx progress metadata; it is corrupted") from None
+        run.truncate_metrics(progress.env_steps)
+
+    threshold = env.solve_threshold
+    last_checkpoint = progress.env_steps
+    started = time.perf_counter() - progress.wall_seconds
+    compile_before = compiled.compile_seconds
+    reporter.start(config.total_steps, progress.env_steps)
+
+    def checkpoint() -> None:
+        run.save_checkpoint((state, best_params), {"progress": asdict(progress)})
+        run.save_weights("last", state.agent.params, {"env_steps": progress.env_steps})
+
+    try:
+        with _SignalFlag() as signals:
+            while progress.env_steps < config.total_steps:
+                chunk_start = time.perf_counter()
+                iterations = jax_loop.chunk_iterations(config, progress.env_steps)
+                state, output = compiled.chunk(state, iterations)
+                chunk_stats = jax_loop.summarize_chunk(output)
+                progress.env_steps = int(jax.device_get(state.env_steps[0]))
+                returns = compiled.evaluate(
+                    state.agent.params,
+                    jax_loop.eval_keys(seeds, jax_loop.PERIODIC_EVAL_STREAM, progress.env_steps),
+                    config.eval_episodes,
+                )
+                eval_mean, eval_std = returns.mean(axis=1), returns.std(axis=1)
+                wall = time.perf_counter() - started
+                improved = np.array([b is None or m > b for m, b in zip(eval_mean, progress.best_return)])
+                if improved.any():
+                    best_params = jax_loop.select_where(improved, state.agent.params, best_params)
+                for i, mean in enumerate(eval_mean):
+                    if improved[i]:
+                        progress.best_return[i], progress.best_step[i] = float(mean), progress.env_steps
+                    if threshold is not None and progress.steps_to_solve[i] is None and mean >= threshold:
+                        progress.steps_to_solve[i] = progress.env_steps
+                        progress.seconds_to_solve[i] = round(wall, 3)
+                if improved.any():
+                    run.save_weights("best", best_params, {"env_steps": progress.best_step, "eval_mean_return": progress.best_return})
+
+                seconds = time.perf_counter() - chunk_start
+                steps_per_second = iterations * config.num_envs / max(seconds, 1e-9)
+                progress.wall_seconds = wall
+                progress.compile_seconds += compiled.compile_seconds - compile_before
+                compile_before = compiled.compile_seconds
+                updates = np.asarray(jax.device_get(state.agent.updates))
+                rows = []
+                for i, seed in enumerate(seeds):
+                    rows.append({
+                        "env_steps": progress.env_steps,
+                        "seed": seed,
+                        "updates": int(updates[i]),
+                        "episodes": int(chunk_stats["episodes"][i]),
+                        **{k: float(chunk_stats[k][i]) for k in ("train_return", "loss", "q_mean", "td_abs", "epsilon")},
+                        "eval_mean_return": float(eval_mean[i]),
+                        "eval_std_return": float(eval_std[i]),
+                        "steps_per_second": round(steps_per_second, 1),
+                        "wall_seconds": round(wall, 3),
+                    })
+                run.append_metrics(rows)
+                progress.last_chunk = {
+                    "train_return": _nan_to_none(float(np.nanmean(chunk_stats["train_return"])) if np.isfinite(chunk_stats["train_return"]).any() else math.nan),
+                    "eval_mean_return": float(eval_mean.mean()),
+                    "epsilon": float(chunk_stats["epsilon"].mean()),
+                    "steps_per_second": steps_per_second,
+                }
+                reporter.update(progress)
+
+                solved_all = threshold is not None and all(s is not None for s in progress.steps_to_solve)
+                finished = progress.env_steps >= config.total_steps or (stop_when_solved and solved_all)
+                if signals.raised is not None or finished or progress.env_steps - last_checkpoint >= config.checkpoint_every:
+                    checkpoint()
+                    last_checkpoint = progress.env_steps
+                if signals.raised is not None:
+                    raise Interrupted(str(run.path), progress.env_steps)
+                if finished:
+                    break
+    finally:
+        reporter.stop()
+
+    final = compiled.evaluate(
+        best_params,
+        jax_loop.eval_keys(seeds, jax_loop.FINAL_EVAL_STREAM, 0),
+        config.final_eval_episodes,
+    )
+    summary = make_summary(env, config, seeds, progress, final)
+    run.write_summary(summary)
+    return summary
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x != x else x
+
+
+def make_summary(env: JaxEnv, config: DQNConfig, seeds: list[int], progress: Progress, final: np.ndarray) -> dict[str, Any]:
+    threshold = env.solve_threshold
+    per_seed = []
+    for i, seed in enumerate(seeds):
+        mean = float(final[i].mean())
+        per_seed.append({
+            "seed": seed,
+            "steps_to_solve": progress.steps_to_solve[i],
+            "seconds_to_solve": progress.seconds_to_solve[i],
+            "best_step": progress.best_step[i],
+            "best_periodic_eval_return": progress.best_return[i],
+            "eval_mean_return": mean,
+            "eval_std_return": float(final[i].std()),
+            "solved": None if threshold is None else bool(mean >= threshold),
+        })
+    solve_steps = [s["steps_to_solve"] for s in per_seed]
+    all_solved = all(s is not None for s in solve_steps)
+    return {
+        "env_id": env.env_id,
+        "total_steps": progress.env_steps,
+        "wall_seconds": round(progress.wall_seconds, 3),
+        "compile_seconds": round(progress.compile_seconds, 3),
+        # With several seeds: the median over seeds, or null unless every seed reached the threshold.
+        "steps_to_solve": _median(solve_steps) if all_solved else None,
+        "seconds_to_solve": _median([s["seconds_to_solve"] for s in per_seed]) if all_solved else None,
+        "eval_mean_return": float(final.mean()),
+        "eval_std_return": float(final.std()),
+        "eval_episodes": int(final.shape[1]),
+        "eval_weights": "best",
+        "solve_threshold": threshold,
+        "seeds_solved": sum(bool(s["solved"]) for s in per_seed) if threshold is not None else None,
+        "num_seeds": len(seeds),
+        "per_seed": per_seed,
+    }

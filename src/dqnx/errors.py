@@ -1,0 +1,17 @@
+"""Errors that the command line turns into a one-line message.
+
+A `UsageError` is the user's to fix (bad id, bad value, bad run directory): the
+CLI prints it without a traceback and exits with status 2.
+"""
+
+
+class UsageError(Exception):
+    """Bad input from the user; the message names the problem and the fix."""
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after writing a checkpoint (exit status 130)."""
+
+    def __init__(self, run_dir: str, env_steps: int):
+        super().__init__(f"interrupted at env step {env_steps}; checkpoint saved. Continue with: dqnx train --resume {run_dir}")
+        self.env_steps = env_steps

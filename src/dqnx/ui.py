@@ -1,0 +1,79 @@
+"""Terminal output: the live progress bar and the end-of-run table (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dqnx.drivers.trainer import Progress as RunProgress
+from dqnx.drivers.trainer import Reporter
+
+console = Console(stderr=True)
+
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    return "-" if value is None or value != value else format(value, spec)
+
+
+class RichReporter(Reporter):
+    """Env steps, steps/s, recent training return, greedy eval return and epsilon, live."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def start(self, total_steps: int, done_steps: int) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]} steps/s  return {task.fields[ret]}  eval {task.fields[eval]}  eps {task.fields[eps]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(self.description, total=total_steps, completed=done_steps,
+                                        speed="-", ret="-", eval="-", eps="-")
+
+    def update(self, progress: RunProgress) -> None:
+        last = progress.last_chunk
+        assert self._bar is not None
+        self._bar.update(
+            self._task,
+            completed=progress.env_steps,
+            speed=_fmt(last.get("steps_per_second"), ".0f"),
+            ret=_fmt(last.get("train_return")),
+            eval=_fmt(last.get("eval_mean_return")),
+            eps=_fmt(last.get("epsilon"), ".3f"),
+        )
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def print_summary(summary: dict[str, Any], run_dir: str) -> None:
+    table = Table(title=f"{summary['env_id']}: {run_dir}", show_header=True)
+    for column in ("seed", "steps to solve", "s to solve", "best eval (step)", "final eval (mean ± std)", "solved"):
+        table.add_column(column, justify="right")
+    for s in summary["per_seed"]:
+        table.add_row(
+            str(s["seed"]),
+            _fmt(s["steps_to_solve"], "d"),
+            _fmt(s["seconds_to_solve"]),
+            f"{_fmt(s['best_periodic_eval_return'])} ({_fmt(s['best_step'], 'd')})",
+            f"{s['eval_mean_return']:.1f} ± {s['eval_std_return']:.1f}",
+            {True: "yes", False: "no", None: "-"}[s["solved"]],
+        )
+    console.print(table)
+    console.print(
+        f"{summary['total_steps']} env steps in {summary['wall_seconds']:.1f} s "
+        f"(compile {summary['compile_seconds']:.1f} s); final greedy evaluation of the best weights over "
+        f"{summary['eval_episodes']} fresh episodes: {summary['eval_mean_return']:.1f} ± {summary['eval_std_return']:.1f}"
+    )
