@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dqnx import compile_cache
+from dqnx.agents.dqn import make_dqn
 from dqnx.config import DQNConfig, build_config
 from dqnx.drivers import jax_loop
 from dqnx.drivers.trainer import Reporter, train_run
@@ -123,7 +124,7 @@ class Agent:
     """Trained weights of one run (a leading seed axis on every array) and how to use them."""
 
     run_dir: Path | None
-    env_id: str
+    env: JaxEnv
     seeds: list[int]
     config: DQNConfig
     params: Any
@@ -131,23 +132,24 @@ class Agent:
     weights_info: dict[str, Any]
 
     @property
-    def _dqn(self):
-        from dqnx.agents.dqn import make_dqn
-
-        env = make_env(self.env_id)
-        return make_dqn(self.config, env.obs_shape, env.num_actions)
+    def env_id(self) -> str:
+        return self.env.env_id
 
     def q_values(self, obs: Any, seed_index: int = 0) -> np.ndarray:
-        """Q(s, .) for a batch of observations (or one observation) under one seed's weights."""
+        """Q(s, .) for one observation or a batch of them, under one seed's weights."""
         obs = jnp.asarray(obs, jnp.float32)
-        single = obs.ndim == len(make_env(self.env_id).obs_shape)
+        single = obs.ndim == len(self.env.obs_shape)
         params = jax.tree.map(lambda x: x[seed_index], self.params)
-        q = self._dqn.q_values(params, obs[None] if single else obs)
+        q = _q_function(self.config, self.env)(params, obs[None] if single else obs)
         return np.asarray(q[0] if single else q)
 
     def act(self, obs: Any, seed_index: int = 0) -> np.ndarray:
         """Greedy action(s)."""
         return self.q_values(obs, seed_index).argmax(axis=-1)
+
+
+def _q_function(config: DQNConfig, env: JaxEnv):
+    return jax.jit(make_dqn(config, env.obs_shape, env.num_actions).q_values)
 
 
 def load(run_dir: str | Path, weights: str = "best") -> Agent:
@@ -159,7 +161,7 @@ def load(run_dir: str | Path, weights: str = "best") -> Agent:
     env = make_env(env_id)
     template = jax_loop.init_states(jax_loop.make_program(cfg, env), seeds).agent.params
     params, info = run.load_weights(weights, template)
-    return Agent(run_dir=run.path, env_id=env_id, seeds=seeds, config=cfg, params=params, weights=weights, weights_info=info)
+    return Agent(run_dir=run.path, env=env, seeds=seeds, config=cfg, params=params, weights=weights, weights_info=info)
 
 
 def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weights: str = "best") -> dict[str, Any]:
@@ -172,8 +174,7 @@ def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weig
     if not isinstance(agent, Agent):
         agent = load(agent, weights=weights)
     compile_cache.enable()
-    env: JaxEnv = make_env(agent.env_id)
-    program = jax_loop.make_program(agent.config, env)
+    program = jax_loop.make_program(agent.config, agent.env)
     compiled = jax_loop.Compiled(program, len(agent.seeds))
     keys = jax_loop.eval_keys([seed] * len(agent.seeds), jax_loop.USER_EVAL_STREAM, 0)
     returns = compiled.evaluate(agent.params, keys, episodes)

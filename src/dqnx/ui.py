@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dqnx.drivers.trainer import Progress as RunProgress
@@ -29,11 +29,10 @@ class RichReporter(Reporter):
     def start(self, total_steps: int, done_steps: int) -> None:
         self._bar = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]} steps/s  return {task.fields[ret]}  eval {task.fields[eval]}  eps {task.fields[eps]}"),
+            TextColumn("{task.fields[speed]}/s ret {task.fields[ret]} eval {task.fields[eval]} eps {task.fields[eps]}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
             console=console,
             transient=False,
         )

@@ -10,7 +10,6 @@ and raises `Interrupted`; `dqnx train --resume RUN_DIR` continues from there exa
 
 from __future__ import annotations
 
-import math
 import signal
 import statistics
 import time
@@ -168,8 +167,9 @@ def train_run(
                         "wall_seconds": round(wall, 3),
                     })
                 run.append_metrics(rows)
+                recent = chunk_stats["train_return"][np.isfinite(chunk_stats["train_return"])]
                 progress.last_chunk = {
-                    "train_return": _nan_to_none(float(np.nanmean(chunk_stats["train_return"])) if np.isfinite(chunk_stats["train_return"]).any() else math.nan),
+                    "train_return": float(recent.mean()) if recent.size else None,
                     "eval_mean_return": float(eval_mean.mean()),
                     "epsilon": float(chunk_stats["epsilon"].mean()),
                     "steps_per_second": steps_per_second,
@@ -196,10 +196,6 @@ def train_run(
     summary = make_summary(env, config, seeds, progress, final)
     run.write_summary(summary)
     return summary
-
-
-def _nan_to_none(x: float) -> float | None:
-    return None if x != x else x
 
 
 def make_summary(env: JaxEnv, config: DQNConfig, seeds: list[int], progress: Progress, final: np.ndarray) -> dict[str, Any]:
