@@ -84,7 +84,9 @@ def train(
         seed_list = _seed_list(seed, seeds)
         cfg = _resolve_config(env_id, config, config_file, steps)
         run = RunDir.create(out if out is not None else default_run_dir(env_id), env_id, seed_list, cfg)
-    reporter = progress if isinstance(progress, Reporter) else (_rich_reporter(env.env_id, seed_list) if progress else None)
+    reporter = progress if isinstance(progress, Reporter) else (
+        _rich_reporter(env.env_id, seed_list, run.path, resumed=resume is not None) if progress else None
+    )
     summary = train_run(run, env, cfg, seed_list, resume=resume is not None, reporter=reporter,
                         stop_when_solved=stop_when_solved)
     return Run(path=run.path, env_id=env.env_id, seeds=seed_list, config=cfg, summary=summary)
@@ -112,11 +114,12 @@ def _rewrite_total_steps(run: RunDir, cfg: DQNConfig) -> None:
     atomic_write_json(run.path / "config.json", data)
 
 
-def _rich_reporter(env_id: str, seeds: list[int]) -> Reporter:
+def _rich_reporter(env_id: str, seeds: list[int], path: Path, resumed: bool) -> Reporter:
     from dqnx.ui import RichReporter
 
-    label = f"{env_id} seed {seeds[0]}" if len(seeds) == 1 else f"{env_id} {len(seeds)} seeds"
-    return RichReporter(label)
+    label = f"{env_id} seed {seeds[0]}" if len(seeds) == 1 else f"{env_id} seeds {seeds[0]}-{seeds[-1]}"
+    verb = "resuming" if resumed else "training"
+    return RichReporter(label, header=f"dqnx: {verb} {label} (backend: gymnax, compiled JAX loop) -> {path}")
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,8 @@ app = typer.Typer(
 
 
 def _err(message: str) -> None:
-    from dqnx.ui import console
-
-    console.print(message, markup=False, highlight=False)
+    # Plain write, not rich: an error stays on one line whatever the terminal width.
+    sys.stderr.write(message.replace("\n", " ") + "\n")
 
 
 @app.command()
@@ -56,9 +55,6 @@ def train(
 
     from dqnx import api
 
-    if not quiet:
-        target = resume if resume is not None else (out or "runs/")
-        _err(f"dqnx: {'resuming ' + str(resume) if resume is not None else 'training ' + str(env_id)} (backend: gymnax, compiled JAX loop) -> {target}")
     run = api.train(
         env_id,
         steps=steps,

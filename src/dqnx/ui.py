@@ -21,12 +21,15 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 class RichReporter(Reporter):
     """Env steps, steps/s, recent training return, greedy eval return and epsilon, live."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, header: str = ""):
         self.description = description
+        self.header = header
         self._bar: Progress | None = None
         self._task: Any = None
 
     def start(self, total_steps: int, done_steps: int) -> None:
+        if self.header:
+            console.print(self.header, markup=False, highlight=False)
         self._bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(bar_width=20),

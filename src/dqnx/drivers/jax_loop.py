@@ -137,23 +137,28 @@ def make_program(config: DQNConfig, env: JaxEnv) -> Program:
         return jax.lax.scan(iteration, state, None, length=iterations)
 
     def evaluate(params: Any, key: jax.Array, episodes: int) -> jax.Array:
-        """Greedy returns of `episodes` episodes run side by side; the first episode of each counts."""
+        """Greedy returns of `episodes` episodes run side by side (the first episode of each).
+
+        A while loop, not a fixed-length scan: it stops as soon as every episode has
+        ended, which makes evaluating an early, short-lived agent nearly free.
+        """
         reset_key, loop_key = jax.random.split(key)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
-        def step(carry, step_key):
-            obs, env_state, returns, alive = carry
-            action = dqn.q_values(params, obs).argmax(axis=-1)
-            obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(
-                jax.random.split(step_key, episodes), env_state, action
-            )
-            returns = returns + jnp.where(alive, reward, 0.0)
-            alive = alive & ~(terminated | truncated)
-            return (obs, env_state, returns, alive), None
+        def running(carry):
+            t, _, _, _, alive = carry
+            return (t < env.max_episode_steps) & alive.any()
 
-        carry = (obs, env_state, jnp.zeros(episodes, jnp.float32), jnp.ones(episodes, bool))
-        (_, _, returns, _), _ = jax.lax.scan(step, carry, jax.random.split(loop_key, env.max_episode_steps))
-        return returns
+        def step(carry):
+            t, obs, env_state, returns, alive = carry
+            action = dqn.q_values(params, obs).argmax(axis=-1)
+            step_keys = jax.random.split(jax.random.fold_in(loop_key, t), episodes)
+            obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(step_keys, env_state, action)
+            returns = returns + jnp.where(alive, reward, 0.0)
+            return t + 1, obs, env_state, returns, alive & ~(terminated | truncated)
+
+        carry = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(episodes, jnp.float32), jnp.ones(episodes, bool))
+        return jax.lax.while_loop(running, step, carry)[3]
 
     return Program(config=config, env=env, dqn=dqn, init=init, chunk=chunk, evaluate=evaluate)
 
