@@ -105,27 +105,22 @@ def eval_(
 
 @app.command()
 def envs() -> None:
-    """List the environments dqnx can train on, with their solve thresholds."""
+    """List the environments dqnx can train on, with their solve thresholds and presets."""
+    from rich.console import Console
     from rich.table import Table
 
     from dqnx.config import preset_path
-    from dqnx.envs import SOLVE_THRESHOLDS, gymnax_env_ids, make_env
-    from dqnx.errors import UsageError
-    from dqnx.ui import console
+    from dqnx.envs import DISCRETE_ENVS, SOLVE_THRESHOLDS
 
-    table = Table(title="JAX-native environments (gymnax)")
-    for column in ("id", "actions", "observation", "solved at", "preset"):
+    table = Table(title="JAX-native environments (gymnax), discrete actions")
+    for column in ("id", "family", "solved at (greedy mean, 100 episodes)", "tuned preset"):
         table.add_column(column)
-    for env_id in gymnax_env_ids():
-        try:
-            env = make_env(env_id)
-        except UsageError:
-            continue  # continuous actions or a missing optional package
-        threshold = SOLVE_THRESHOLDS.get(env_id)
-        table.add_row(env_id, str(env.num_actions), "x".join(map(str, env.obs_shape)),
-                      "-" if threshold is None else f"{threshold:g}", "yes" if preset_path(env_id) else "-")
-    console.file = sys.stdout
-    console.print(table)
+    for family, ids in DISCRETE_ENVS.items():
+        for env_id in ids:
+            threshold = SOLVE_THRESHOLDS.get(env_id)
+            table.add_row(env_id, family, "-" if threshold is None else f"{threshold:g}",
+                          "yes" if preset_path(env_id) else "-")
+    Console().print(table)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ gymnax's JAX-native environments (see gymnax_env.py); a Gymnasium adapter belong
 beside it in its own module.
 """
 
-from dqnx.envs.gymnax_env import SOLVE_THRESHOLDS, JaxEnv, gymnax_env_ids, make_gymnax
+from dqnx.envs.gymnax_env import DISCRETE_ENVS, SOLVE_THRESHOLDS, JaxEnv, make_gymnax
 
 
 def make_env(env_id: str) -> JaxEnv:
@@ -13,4 +13,4 @@ def make_env(env_id: str) -> JaxEnv:
     return make_gymnax(env_id)
 
 
-__all__ = ["JaxEnv", "SOLVE_THRESHOLDS", "gymnax_env_ids", "make_env"]
+__all__ = ["DISCRETE_ENVS", "JaxEnv", "SOLVE_THRESHOLDS", "make_env"]

@@ -33,6 +33,19 @@ SOLVE_THRESHOLDS: dict[str, float] = {
 }
 
 
+# gymnax environments with discrete actions that build offline, by family (`dqnx envs`).
+DISCRETE_ENVS: dict[str, list[str]] = {
+    "classic control": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"],
+    "MinAtar": ["Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar"],
+    "bsuite": ["Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite", "UmbrellaChain-bsuite",
+               "DiscountingChain-bsuite", "SimpleBandit-bsuite"],
+    "misc": ["FourRooms-misc", "MetaMaze-misc", "BernoulliBandit-misc", "GaussianBandit-misc", "Pong-misc", "FrozenLake-misc"],
+}
+# Registered in gymnax but not trainable here, and why.
+UNSUPPORTED = {
+    "MNISTBandit-bsuite": "downloads MNIST when it is built, and dqnx runs offline",
+}
+
 # gymnax modules of the classic-control environments, imported one by one (see below).
 _CLASSIC_CONTROL = {
     "CartPole-v1": ("cartpole", "CartPole"),
@@ -85,10 +98,6 @@ def _import_gymnax_registration() -> Any:
     return importlib.import_module("gymnax.registration")
 
 
-def gymnax_env_ids() -> list[str]:
-    return list(_import_gymnax_registration().registered_envs)
-
-
 @dataclass(frozen=True, eq=False)
 class JaxEnv:
     """A gymnax environment, its default parameters and what the agent needs to know."""
@@ -119,6 +128,8 @@ class JaxEnv:
 
 
 def _make_raw(env_id: str) -> tuple[Any, Any]:
+    if env_id in UNSUPPORTED:
+        raise UsageError(f"environment {env_id!r} is not supported: it {UNSUPPORTED[env_id]}; `dqnx envs` lists the supported ones")
     if env_id in _CLASSIC_CONTROL:
         module, cls = _CLASSIC_CONTROL[env_id]
         env = getattr(_import_gymnax_module(f"gymnax.environments.classic_control.{module}"), cls)()
