@@ -73,10 +73,10 @@ def train(
         if steps is not None:
             if steps < cfg.total_steps:
                 raise UsageError(f"--steps {steps} is below the run's total_steps {cfg.total_steps}; resume can only extend a run")
+            if steps != cfg.total_steps and cfg.lr_schedule != "constant":
+                raise UsageError(f"this run's {cfg.lr_schedule} learning-rate schedule is fixed by its total_steps; resume it without --steps")
             cfg = cfg.replace(total_steps=steps)
         env = make_env(env_id_saved)
-        if steps is not None:
-            _rewrite_total_steps(run, cfg)
     else:
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
@@ -104,14 +104,6 @@ def _resolve_config(env_id: str, config: Any, config_file: Any, steps: int | Non
     if steps is not None:
         overrides["total_steps"] = steps
     return build_config(env_id, config_file=config_file, overrides=overrides, base=base)
-
-
-def _rewrite_total_steps(run: RunDir, cfg: DQNConfig) -> None:
-    from dqnx.runs.files import atomic_write_json, read_json
-
-    data = read_json(run.path / "config.json", "run config")
-    data["config"]["total_steps"] = cfg.total_steps
-    atomic_write_json(run.path / "config.json", data)
 
 
 def _rich_reporter(env_id: str, seeds: list[int], path: Path, resumed: bool) -> Reporter:

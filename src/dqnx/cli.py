@@ -140,6 +140,8 @@ def main() -> None:
     except Exception as e:
         # Command-line usage errors (click's, vendored inside newer typer releases as a
         # private module, so matched by shape): exit code 2 and a formatted message.
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `dqnx`: the help was printed
+            sys.exit(0)
         if getattr(e, "exit_code", None) == 2 and hasattr(e, "format_message"):
             ctx = getattr(e, "ctx", None)
             command = ctx.command_path if ctx is not None else "dqnx"

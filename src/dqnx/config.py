@@ -108,6 +108,8 @@ class DQNConfig:
         for name in ("epsilon_start", "epsilon_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.epsilon_end > self.epsilon_start:
+            raise UsageError(f"epsilon_end ({self.epsilon_end}) is above epsilon_start ({self.epsilon_start}); exploration decays, so lower epsilon_end")
         if self.epsilon_schedule == "exponential" and self.epsilon_end <= 0 < self.epsilon_start:
             raise UsageError("an exponential epsilon schedule needs epsilon_end > 0; set --set epsilon_end=0.01 or use linear")
         choices = {

@@ -109,6 +109,7 @@ def train_run(
         except (KeyError, TypeError):
             raise UsageError(f"{run.path} has a checkpoint without dqnx progress metadata; it is corrupted") from None
         run.truncate_metrics(progress.env_steps)
+        run.set_total_steps(config.total_steps)  # resume may extend a run; only after its checkpoint loaded
 
     threshold = env.solve_threshold
     last_checkpoint = progress.env_steps
