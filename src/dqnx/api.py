@@ -12,18 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from dqnx import jax_setup
 
-from dqnx import compile_cache
-from dqnx.agents.dqn import make_dqn
-from dqnx.config import DQNConfig, build_config
-from dqnx.drivers import jax_loop
-from dqnx.drivers.trainer import Reporter, train_run
-from dqnx.envs import JaxEnv, make_env
-from dqnx.errors import UsageError
-from dqnx.runs.run_dir import RunDir, default_run_dir
+jax_setup.configure()  # before JAX starts its backend: one host device per core, compile cache
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dqnx.agents.dqn import make_dqn  # noqa: E402
+from dqnx.config import DQNConfig, build_config  # noqa: E402
+from dqnx.drivers import jax_loop  # noqa: E402
+from dqnx.drivers.trainer import Reporter, train_run  # noqa: E402
+from dqnx.envs import JaxEnv, make_env  # noqa: E402
+from dqnx.errors import UsageError  # noqa: E402
+from dqnx.runs.run_dir import RunDir, default_run_dir  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,6 @@ def train(
     `config_file` is a TOML file of overrides; `steps` overrides total_steps.
     `seeds` > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
     """
-    compile_cache.enable()
     if resume is not None:
         run = RunDir.open(resume)
         env_id_saved, seed_list, cfg = run.read_config()
@@ -168,11 +170,10 @@ def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weig
         raise UsageError(f"episodes must be a positive integer, got {episodes!r}")
     if not isinstance(agent, Agent):
         agent = load(agent, weights=weights)
-    compile_cache.enable()
     program = jax_loop.make_program(agent.config, agent.env)
     compiled = jax_loop.Compiled(program, len(agent.seeds))
     keys = jax_loop.eval_keys([seed] * len(agent.seeds), jax_loop.USER_EVAL_STREAM, 0)
-    returns = compiled.evaluate(agent.params, keys, episodes)
+    returns = compiled.evaluate(compiled.place(agent.params), keys, episodes)
     return {
         "env_id": agent.env_id,
         "mean_return": float(returns.mean()),

@@ -19,6 +19,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqnx.agents.dqn import DQN, AgentState, Batch, epsilon_at, make_dqn
 from dqnx.config import DQNConfig
@@ -180,7 +181,9 @@ class Compiled:
     """The program's functions compiled for a batch of seeds, with compile times kept.
 
     A single seed runs unbatched (one real `lax.cond` instead of vmap's select of
-    both branches); several seeds run vmapped in one program.
+    both branches); several seeds run vmapped in one program, their seed axis split
+    over the available devices (the CPU's cores, see dqnx.jax_setup, or GPUs): seeds
+    never exchange data, so each device simply runs its share.
     """
 
     def __init__(self, program: Program, num_seeds: int):
@@ -189,6 +192,17 @@ class Compiled:
         self.compile_seconds = 0.0
         self._chunks: dict[int, Any] = {}
         self._evals: dict[int, Any] = {}
+        devices = jax.devices()
+        share = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+        self.sharding = (
+            NamedSharding(Mesh(np.array(devices[:share]), ("seeds",)), PartitionSpec("seeds")) if share > 1 else None
+        )
+
+    def place(self, tree: Any) -> Any:
+        """Put a seed-stacked pytree where the compiled program expects it."""
+        if self.sharding is None:
+            return jax.tree.map(jnp.asarray, tree)
+        return jax.device_put(tree, self.sharding)
 
     def _batched(self, fn: Callable) -> Callable:
         if self.num_seeds == 1:
@@ -208,6 +222,7 @@ class Compiled:
         return self._chunks[iterations](state)
 
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
+        keys = self.place(keys)
         if episodes not in self._evals:
             fn = self._batched(lambda p, k: self.program.evaluate(p, k, episodes))
             self._evals[episodes] = self._compile(fn, params, keys)

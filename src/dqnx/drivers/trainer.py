@@ -99,11 +99,12 @@ def train_run(
     reporter = reporter or Reporter()
     program = jax_loop.make_program(config, env)
     compiled = jax_loop.Compiled(program, len(seeds))
-    state = jax_loop.init_states(program, seeds)
+    state = compiled.place(jax_loop.init_states(program, seeds))
     best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
     progress = Progress.fresh(len(seeds))
     if resume:
         (state, best_params), meta = run.load_checkpoint((state, best_params))
+        state, best_params = compiled.place((state, best_params))
         try:
             progress = Progress(**meta["progress"])
         except (KeyError, TypeError):
