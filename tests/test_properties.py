@@ -149,7 +149,7 @@ def test_load_last_gives_the_final_q_values(run_a):
     assert meta["progress"]["env_steps"] == STEPS
     obs = _observations()
     params = jax.tree.map(lambda x: x[0], state.agent.params)
-    expected = np.asarray(program.dqn.q_values(params, jnp.asarray(obs)))
+    expected = np.asarray(program.learner.q_values(params, jnp.asarray(obs)))
     agent = dqnx.load(run_a.path, weights="last")
     np.testing.assert_array_equal(agent.q_values(obs), expected)
     # One observation works too (a batch of one: equal up to matmul rounding), and act is the argmax.
@@ -160,7 +160,7 @@ def test_load_last_gives_the_final_q_values(run_a):
 def test_load_best_gives_the_best_q_values(run_a):
     program, _, best, _ = _checkpoint(run_a)
     obs = _observations()
-    expected = np.asarray(program.dqn.q_values(jax.tree.map(lambda x: x[0], best), jnp.asarray(obs)))
+    expected = np.asarray(program.learner.q_values(jax.tree.map(lambda x: x[0], best), jnp.asarray(obs)))
     agent = dqnx.load(run_a.path)  # best by default
     assert agent.weights == "best"
     np.testing.assert_array_equal(agent.q_values(obs), expected)

@@ -255,7 +255,7 @@ def test_loop_stores_true_successor_not_reset_obs(tiny):
     state = jax.jit(program.init)(jax.random.PRNGKey(0))
     chunk = jax.jit(program.chunk, static_argnums=1)
     state, output = chunk(state, 1000)  # 2000 transitions, all kept (capacity 3000)
-    replay = state.replay
+    replay = state.agent.replay
     assert int(replay.size) == 2000
     assert int(state.env_steps) == 2000
 

@@ -29,12 +29,67 @@ def _doc(text: str, **kwargs: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class DQNConfig:
-    """Every hyperparameter of a DQN run. Defaults are CleanRL-like; presets tune them."""
+class RunConfig:
+    """Settings every agent shares: budget, discount, exploration, evaluation.
+
+    Each agent's configuration extends this with its own fields (one level, data only).
+    """
 
     # --- budget -------------------------------------------------------------------
     total_steps: int = _doc("Environment steps to train for (summed over parallel envs).", default=50_000)
     num_envs: int = _doc("Environments stepped in parallel per seed; each iteration adds num_envs transitions.", default=1)
+    gamma: float = _doc("Discount factor of future rewards.", default=0.99)
+
+    # --- exploration ----------------------------------------------------------------
+    epsilon_start: float = _doc("Exploration rate at step 0.", default=1.0)
+    epsilon_end: float = _doc("Exploration floor, reached at epsilon_decay_steps.", default=0.04)
+    epsilon_decay_steps: int = _doc("Env steps over which epsilon falls from start to end.", default=8_000)
+    epsilon_schedule: str = _doc("'linear' or 'exponential' (geometric) decay to the floor.", default="linear")
+
+    # --- evaluation -----------------------------------------------------------------
+    eval_every: int = _doc("Greedy evaluation every this many env steps (also the chunk length of the compiled loop).", default=1_000)
+    eval_episodes: int = _doc("Episodes per periodic greedy evaluation (run in parallel inside JAX).", default=100)
+    final_eval_episodes: int = _doc("Fresh episodes of the final evaluation of the best weights.", default=100)
+    checkpoint_every: int = _doc("Write a resumable checkpoint every this many env steps (and on Ctrl-C).", default=10_000)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def validate(self):
+        """Raise UsageError on the first value that cannot work; return self."""
+        positive = ["total_steps", "num_envs", "eval_every", "eval_episodes", "final_eval_episodes",
+                    "checkpoint_every", "epsilon_decay_steps"]
+        for name in positive:
+            _positive(self, name)
+        if not 0.0 <= self.gamma <= 1.0:
+            raise UsageError(f"gamma must lie in [0, 1], got {self.gamma}")
+        for name in ("epsilon_start", "epsilon_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.epsilon_end > self.epsilon_start:
+            raise UsageError(f"epsilon_end ({self.epsilon_end}) is above epsilon_start ({self.epsilon_start}); exploration decays, so lower epsilon_end")
+        if self.epsilon_schedule == "exponential" and self.epsilon_end <= 0 < self.epsilon_start:
+            raise UsageError("an exponential epsilon schedule needs epsilon_end > 0; set --set epsilon_end=0.01 or use linear")
+        _choice(self, "epsilon_schedule", ("linear", "exponential"))
+        return self
+
+
+def _positive(config: Any, name: str) -> None:
+    if getattr(config, name) <= 0:
+        raise UsageError(f"{name} must be a positive integer, got {getattr(config, name)}; set it with --set {name}=N")
+
+
+def _choice(config: Any, name: str, allowed: tuple[str, ...]) -> None:
+    if getattr(config, name) not in allowed:
+        raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {getattr(config, name)!r}")
+
+
+@dataclass(frozen=True)
+class DQNConfig(RunConfig):
+    """Every hyperparameter of a DQN run. Defaults are CleanRL-like; presets tune them."""
 
     # --- network and optimizer ------------------------------------------------------
     hidden_sizes: tuple[int, ...] = _doc("Widths of the MLP's hidden layers (ReLU between them).", default=(120, 84))
@@ -43,9 +98,6 @@ class DQNConfig:
     adam_eps: float = _doc("Adam's epsilon (numerical stability term).", default=1e-8)
     max_grad_norm: float = _doc("Clip the gradient's global norm to this value; 0 turns clipping off.", default=10.0)
     loss: str = _doc("'huber' (smooth L1, delta 1) or 'mse' (half squared TD error).", default="huber")
-
-    # --- TD learning ----------------------------------------------------------------
-    gamma: float = _doc("Discount factor of future rewards.", default=0.99)
     double_dqn: bool = _doc("Double DQN: the online network picks the next action, the target network scores it.", default=False)
 
     # --- replay and update cadence -------------------------------------------------
@@ -60,36 +112,10 @@ class DQNConfig:
     target_update_period: int = _doc("Sync the target network every this many gradient steps.", default=1)
     tau: float = _doc("Sync rule: target <- tau * online + (1 - tau) * target. 1.0 is a hard copy, < 1 is Polyak averaging.", default=0.005)
 
-    # --- exploration ----------------------------------------------------------------
-    epsilon_start: float = _doc("Exploration rate at step 0.", default=1.0)
-    epsilon_end: float = _doc("Exploration floor, reached at epsilon_decay_steps.", default=0.04)
-    epsilon_decay_steps: int = _doc("Env steps over which epsilon falls from start to end.", default=8_000)
-    epsilon_schedule: str = _doc("'linear' or 'exponential' (geometric) decay to the floor.", default="linear")
-
-    # --- evaluation -----------------------------------------------------------------
-    eval_every: int = _doc("Greedy evaluation every this many env steps (also the chunk length of the compiled loop).", default=1_000)
-    eval_episodes: int = _doc("Episodes per periodic greedy evaluation (run in parallel inside JAX).", default=100)
-    final_eval_episodes: int = _doc("Fresh episodes of the final evaluation of the best weights.", default=100)
-    checkpoint_every: int = _doc("Write a resumable checkpoint every this many env steps (and on Ctrl-C).", default=10_000)
-
-    def replace(self, **changes: Any) -> "DQNConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["hidden_sizes"] = list(self.hidden_sizes)
-        return out
-
     def validate(self) -> "DQNConfig":
-        """Raise UsageError on the first value that cannot work; return self."""
-        positive = [
-            "total_steps", "num_envs", "batch_size", "train_freq", "gradient_steps",
-            "target_update_period", "eval_every", "eval_episodes", "final_eval_episodes",
-            "checkpoint_every", "epsilon_decay_steps",
-        ]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)}; set it with --set {name}=N")
+        RunConfig.validate(self)
+        for name in ("batch_size", "train_freq", "gradient_steps", "target_update_period"):
+            _positive(self, name)
         if self.replay and self.buffer_size < self.batch_size:
             raise UsageError(f"buffer_size ({self.buffer_size}) is smaller than batch_size ({self.batch_size}); raise buffer_size")
         if self.learning_starts < 0:
@@ -101,53 +127,97 @@ class DQNConfig:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_grad_norm < 0:
             raise UsageError(f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise UsageError(f"gamma must lie in [0, 1], got {self.gamma}")
         if not 0.0 < self.tau <= 1.0:
             raise UsageError(f"tau must lie in (0, 1] (1 = hard copy), got {self.tau}")
-        for name in ("epsilon_start", "epsilon_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UsageError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.epsilon_end > self.epsilon_start:
-            raise UsageError(f"epsilon_end ({self.epsilon_end}) is above epsilon_start ({self.epsilon_start}); exploration decays, so lower epsilon_end")
-        if self.epsilon_schedule == "exponential" and self.epsilon_end <= 0 < self.epsilon_start:
-            raise UsageError("an exponential epsilon schedule needs epsilon_end > 0; set --set epsilon_end=0.01 or use linear")
-        choices = {
-            "loss": ("huber", "mse"),
-            "lr_schedule": ("constant", "linear", "cosine"),
-            "epsilon_schedule": ("linear", "exponential"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        _choice(self, "loss", ("huber", "mse"))
+        _choice(self, "lr_schedule", ("constant", "linear", "cosine"))
         return self
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(DQNConfig)}
-_TYPES = typing.get_type_hints(DQNConfig)
+@dataclass(frozen=True)
+class TabularConfig(RunConfig):
+    """Tabular Q-learning and SARSA: a table Q[state, action] updated after every step.
+
+    Discrete observations index the table directly; Box observations are cut into
+    `bins` equal bins per dimension between `obs_low` and `obs_high` (values outside
+    fall into the first or last bin).
+    """
+
+    learning_rate: float = _doc("Step size alpha of the tabular TD update.", default=0.1)
+    bins: int = _doc("Bins per observation dimension when discretizing a Box observation.", default=10)
+    obs_low: tuple[float, ...] = _doc("Lower clipping bound per observation dimension (Box observations; empty = the env's preset).", default=())
+    obs_high: tuple[float, ...] = _doc("Upper clipping bound per observation dimension (Box observations; empty = the env's preset).", default=())
+    initial_q: float = _doc("Initial value of every table entry (optimistic values explore more).", default=0.0)
+
+    def validate(self) -> "TabularConfig":
+        RunConfig.validate(self)
+        _positive(self, "bins")
+        if not 0.0 < self.learning_rate <= 1.0:
+            raise UsageError(f"learning_rate of a tabular agent must lie in (0, 1], got {self.learning_rate}")
+        if len(self.obs_low) != len(self.obs_high):
+            raise UsageError(f"obs_low has {len(self.obs_low)} values and obs_high {len(self.obs_high)}; give one per observation dimension")
+        if any(lo >= hi for lo, hi in zip(self.obs_low, self.obs_high)):
+            raise UsageError(f"every obs_low must be below its obs_high, got {self.obs_low} and {self.obs_high}")
+        return self
 
 
-def describe() -> str:
+@dataclass(frozen=True)
+class LinearConfig(RunConfig):
+    """Linear Q-learning: Q(s, a) = w_a . phi(s) + b_a, one semi-gradient step per env step."""
+
+    learning_rate: float = _doc("SGD step size of the semi-gradient TD update.", default=0.01)
+    features: str = _doc("phi(s): 'raw' (the observation), 'normalized' (divided by obs_scale) or 'quadratic' (normalized, plus pairwise products).", default="normalized")
+    obs_scale: tuple[float, ...] = _doc("Per-dimension scale for 'normalized'/'quadratic' features (empty = 1 for every dimension).", default=())
+
+    def validate(self) -> "LinearConfig":
+        RunConfig.validate(self)
+        if self.learning_rate <= 0:
+            raise UsageError(f"learning_rate must be > 0, got {self.learning_rate}")
+        _choice(self, "features", ("raw", "normalized", "quadratic"))
+        if any(v <= 0 for v in self.obs_scale):
+            raise UsageError(f"obs_scale values must be > 0, got {self.obs_scale}")
+        return self
+
+
+# Agent name -> its configuration class (`--agent`).
+CONFIGS: dict[str, type[RunConfig]] = {
+    "dqn": DQNConfig,
+    "tabular-q": TabularConfig,
+    "sarsa": TabularConfig,
+    "linear-q": LinearConfig,
+}
+
+
+def config_class(agent: str) -> type[RunConfig]:
+    if agent not in CONFIGS:
+        raise UsageError(f"unknown agent {agent!r}; choose one of {', '.join(CONFIGS)}")
+    return CONFIGS[agent]
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def describe(cls: type[RunConfig] = DQNConfig) -> str:
     """Every field with its type, default and meaning, one per line."""
-    default = DQNConfig()
+    default, types = cls(), typing.get_type_hints(cls)
     return "\n".join(
-        f"{name} ({_TYPES[name].__name__ if hasattr(_TYPES[name], '__name__') else _TYPES[name]}, "
-        f"default {getattr(default, name)!r}): {f.metadata['doc']}"
-        for name, f in FIELDS.items()
+        f"{name} ({_type_name(types[name])}, default {getattr(default, name)!r}): {f.metadata['doc']}"
+        for name, f in _fields(cls).items()
     )
 
 
-def _unknown_key(key: str, where: str) -> UsageError:
-    close = difflib.get_close_matches(key, FIELDS, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else "see the field list in dqnx/config.py"
+def _unknown_key(key: str, where: str, cls: type) -> UsageError:
+    close = difflib.get_close_matches(key, _fields(cls), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"see {cls.__name__} in dqnx/config.py"
     return UsageError(f"unknown hyperparameter {key!r} in {where}; {hint}")
 
 
-def coerce(key: str, value: Any, where: str) -> Any:
+def coerce(key: str, value: Any, where: str, cls: type[RunConfig] = DQNConfig) -> Any:
     """Convert a TOML value or a --set string into the field's type, or raise UsageError."""
-    if key not in FIELDS:
-        raise _unknown_key(key, where)
-    kind = _TYPES[key]
+    if key not in _fields(cls):
+        raise _unknown_key(key, where, cls)
+    kind = typing.get_type_hints(cls)[key]
     bad = UsageError(f"{key} in {where} must be {_type_name(kind)}, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
@@ -182,11 +252,14 @@ def coerce(key: str, value: Any, where: str) -> Any:
             return value
         raise bad
     if typing.get_origin(kind) is tuple:
+        item_type = typing.get_args(kind)[0]
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise bad
         try:
-            return tuple(int(str(v).strip()) for v in items if str(v).strip())
+            if item_type is int:
+                return tuple(int(str(v).strip()) for v in items if str(v).strip())
+            return tuple(float(str(v).strip()) for v in items if str(v).strip())
         except ValueError:
             raise bad from None
     raise AssertionError(f"unhandled config type {kind}")
@@ -194,12 +267,15 @@ def coerce(key: str, value: Any, where: str) -> Any:
 
 def _type_name(kind: Any) -> str:
     if typing.get_origin(kind) is tuple:
-        return "a comma-separated list of integers"
+        item = "integers" if typing.get_args(kind)[0] is int else "numbers"
+        return f"a comma-separated list of {item}"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
 
 
-def preset_path(env_id: str) -> Path | None:
-    path = resources.files("dqnx") / "presets" / f"{env_id}.toml"
+def preset_path(env_id: str, agent: str = "dqn") -> Path | None:
+    """presets/ENV.toml for DQN, presets/AGENT/ENV.toml for the other agents."""
+    folder = resources.files("dqnx") / "presets"
+    path = folder / f"{env_id}.toml" if agent == "dqn" else folder / agent / f"{env_id}.toml"
     return Path(str(path)) if path.is_file() else None
 
 
@@ -235,23 +311,26 @@ def build_config(
     env_id: str,
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
-    base: DQNConfig | None = None,
-) -> DQNConfig:
-    """Defaults (or `base`), then the env preset, then `config_file`, then `overrides`."""
+    base: RunConfig | None = None,
+    agent: str = "dqn",
+) -> RunConfig:
+    """Defaults (or `base`), then the env's preset for `agent`, then `config_file`, then `overrides`."""
+    cls = type(base) if base is not None else config_class(agent)
     values: dict[str, Any] = {}
     if base is None:
-        preset = preset_path(env_id)
+        preset = preset_path(env_id, agent)
         if preset is not None:
             for key, value in read_toml(preset).items():
-                values[key] = coerce(key, value, f"preset {preset.name}")
+                values[key] = coerce(key, value, f"preset {preset.name}", cls)
     if config_file is not None:
         path = Path(config_file)
         for key, value in read_toml(path).items():
-            values[key] = coerce(key, value, str(path))
+            values[key] = coerce(key, value, str(path), cls)
     for key, value in (overrides or {}).items():
-        values[key] = coerce(key, value, "--set")
-    return (base or DQNConfig()).replace(**values).validate()
+        values[key] = coerce(key, value, "--set", cls)
+    return (base or cls()).replace(**values).validate()
 
 
-def from_dict(data: dict[str, Any], where: str) -> DQNConfig:
-    return DQNConfig(**{k: coerce(k, v, where) for k, v in data.items()}).validate()
+def from_dict(data: dict[str, Any], where: str, agent: str = "dqn") -> RunConfig:
+    cls = config_class(agent)
+    return cls(**{k: coerce(k, v, where, cls) for k, v in data.items()}).validate()

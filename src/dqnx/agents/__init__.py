@@ -1,1 +1,51 @@
-"""Agents as pure functions. dqn.py holds the DQN family; new agents go beside it."""
+"""Agents as pure functions. One file per family: dqn.py (DQN), tabular.py, linear.py.
+
+Every agent gives the training loop the same four functions, a `Learner`:
+
+    init(key) -> state                      state has .params and .updates
+    act(params, obs, key, epsilon) -> action   epsilon-greedy on a batch of observations
+    learn(state, transitions, env_steps, key) -> (state, {"loss", "q_mean", "td_abs"})
+    q_values(params, obs) -> Q(s, .)        the greedy policy is its argmax
+
+A new agent is a new module that builds a Learner, plus a line in `make_learner`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+from dqnx.config import RunConfig
+
+
+class Batch(NamedTuple):
+    """Transitions; `next_obs` is the true successor, also after a truncation."""
+
+    obs: Any
+    action: Any
+    reward: Any
+    next_obs: Any
+    terminated: Any
+
+
+class Learner(NamedTuple):
+    init: Callable[[Any], Any]
+    act: Callable[[Any, Any, Any, Any], Any]
+    learn: Callable[[Any, Any, Any, Any], tuple[Any, dict[str, Any]]]
+    q_values: Callable[[Any, Any], Any]
+
+
+def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
+    """The Learner of `agent` ('dqn', 'tabular-q', 'sarsa', 'linear-q') for `env`."""
+    if agent == "dqn":
+        from dqnx.agents.dqn import make_dqn_learner
+
+        return make_dqn_learner(config, env.obs_shape, env.num_actions)
+    if agent in ("tabular-q", "sarsa"):
+        from dqnx.agents.tabular import make_tabular_learner
+
+        return make_tabular_learner(config, env, sarsa=agent == "sarsa")
+    if agent == "linear-q":
+        from dqnx.agents.linear import make_linear_learner
+
+        return make_linear_learner(config, env)
+    raise ValueError(f"unknown agent {agent!r}")

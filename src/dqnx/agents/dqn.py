@@ -1,4 +1,4 @@
-"""DQN, top to bottom: Q-network, exploration, TD target, loss, update, target sync.
+"""DQN, top to bottom: Q-network, TD target, loss, update, target sync, replay cadence.
 
 Everything here is a pure function of its arguments, so the drivers can jit it,
 scan it and vmap it over seeds. The agent's state is an `AgentState` pytree; its
@@ -8,6 +8,10 @@ configuration is a frozen `DQNConfig`, closed over (static) by `make_dqn`.
     state = dqn.init(key)
     action = dqn.act(state.params, obs_batch, key, epsilon)
     state, metrics = dqn.update(state, batch)
+
+`make_dqn_learner` wraps these for the training loop: it owns the replay buffer and
+decides when to train (after `learning_starts`, every `train_freq` env steps,
+`gradient_steps` gradient steps each).
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dqnx.agents import Batch, Learner
+from dqnx.agents.exploration import epsilon_at, epsilon_greedy
 from dqnx.config import DQNConfig
+
+__all__ = ["QNetwork", "Batch", "AgentState", "DQN", "make_dqn", "make_dqn_learner", "td_target", "td_loss", "epsilon_at"]
 
 
 class QNetwork(nn.Module):
@@ -37,41 +45,12 @@ class QNetwork(nn.Module):
         return nn.Dense(self.num_actions)(x)
 
 
-class Batch(NamedTuple):
-    """Transitions; `next_obs` is the true successor, also after a truncation."""
-
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    next_obs: jax.Array
-    terminated: jax.Array
-
-
 @flax.struct.dataclass
 class AgentState:
     params: Any
     target_params: Any
     opt_state: Any
     updates: jax.Array  # gradient steps taken so far
-
-
-def epsilon_at(config: DQNConfig, env_step: jax.Array) -> jax.Array:
-    """Exploration rate after `env_step` env steps.
-
-    linear:      start + (end - start) * min(1, t / decay_steps)
-    exponential: start * (end / start) ** (t / decay_steps), floored at end
-    Both reach the floor `epsilon_end` at `epsilon_decay_steps`.
-
-    >>> float(epsilon_at(DQNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100), 50))
-    0.55
-    """
-    start, end = config.epsilon_start, config.epsilon_end
-    fraction = jnp.asarray(env_step, jnp.float32) / config.epsilon_decay_steps
-    if config.epsilon_schedule == "linear":
-        return start + (end - start) * jnp.minimum(fraction, 1.0)
-    if start == 0.0:
-        return jnp.asarray(0.0, jnp.float32)
-    return jnp.maximum(start * (end / start) ** fraction, end)
 
 
 def td_target(
@@ -160,11 +139,7 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int) ->
 
     def act(params: Any, obs: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:
         """Epsilon-greedy actions for a batch of observations."""
-        greedy = q_values(params, obs).argmax(axis=-1)
-        explore_key, action_key = jax.random.split(key)
-        explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
-        random_actions = jax.random.randint(action_key, greedy.shape, 0, num_actions)
-        return jnp.where(explore, random_actions, greedy)
+        return epsilon_greedy(q_values(params, obs), key, epsilon)
 
     def loss_fn(params: Any, target_params: Any, batch: Batch):
         q = q_values(params, batch.obs)
@@ -193,3 +168,51 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int) ->
         return new_state, {"loss": loss, **aux}
 
     return DQN(config=config, network=network, init=init, q_values=q_values, act=act, update=update)
+
+
+@flax.struct.dataclass
+class DQNLearnerState:
+    agent: AgentState
+    replay: Any  # dqnx.replay.uniform.ReplayBuffer
+
+    @property
+    def params(self) -> Any:
+        return self.agent.params
+
+    @property
+    def updates(self) -> jax.Array:
+        return self.agent.updates
+
+
+def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int):
+    """DQN as a `dqnx.agents.Learner`: replay storage and the training cadence around `update`."""
+    from dqnx.replay import uniform
+
+    dqn = make_dqn(config, obs_shape, num_actions)
+    n = config.num_envs
+    capacity = config.buffer_size if config.replay else n
+
+    def init(key: jax.Array) -> DQNLearnerState:
+        return DQNLearnerState(agent=dqn.init(key), replay=uniform.init_replay(capacity, obs_shape))
+
+    def train_phase(agent: AgentState, replay: Any, fresh: Batch, key: jax.Array):
+        def one_step(agent, step_key):
+            batch = uniform.sample(replay, step_key, config.batch_size) if config.replay else fresh
+            return dqn.update(agent, batch)
+
+        agent, metrics = jax.lax.scan(one_step, agent, jax.random.split(key, config.gradient_steps))
+        return agent, jax.tree.map(jnp.mean, metrics)
+
+    def skip_phase(agent, replay, fresh, key):
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        return agent, {"loss": nan, "q_mean": nan, "td_abs": nan}
+
+    def learn(state: DQNLearnerState, fresh: Batch, env_steps: jax.Array, key: jax.Array):
+        """Store this iteration's transitions; train when the cadence says so (nan metrics otherwise)."""
+        replay = uniform.add(state.replay, fresh)
+        after = env_steps + n
+        do_train = (after >= config.learning_starts) & (after // config.train_freq > env_steps // config.train_freq)
+        agent, metrics = jax.lax.cond(do_train, train_phase, skip_phase, state.agent, replay, fresh, key)
+        return DQNLearnerState(agent=agent, replay=replay), metrics
+
+    return Learner(init=init, act=dqn.act, learn=learn, q_values=dqn.q_values)

@@ -21,10 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dqnx.agents.dqn import DQN, AgentState, Batch, epsilon_at, make_dqn
-from dqnx.config import DQNConfig
+from dqnx.agents import Learner, make_learner
+from dqnx.agents import Batch
+from dqnx.agents.exploration import epsilon_at
+from dqnx.config import RunConfig
 from dqnx.envs import JaxEnv
-from dqnx.replay import uniform
 
 # Stream identifiers folded into a seed's key so that evaluation never draws from
 # (and so never perturbs) the training stream.
@@ -37,8 +38,7 @@ USER_EVAL_STREAM = 3
 class TrainState:
     """Everything a seed's run needs to continue exactly; saved whole in checkpoints."""
 
-    agent: AgentState
-    replay: uniform.ReplayBuffer
+    agent: Any  # the learner's state (DQN: networks, optimizer, replay); has .params and .updates
     env_state: Any
     obs: jax.Array  # [num_envs, *obs_shape]
     key: jax.Array
@@ -57,11 +57,11 @@ class ChunkOutput(NamedTuple):
 
 
 class Program(NamedTuple):
-    """The pure, unbatched functions of one (config, env) pair."""
+    """The pure, unbatched functions of one (agent, config, env)."""
 
-    config: DQNConfig
+    config: RunConfig
     env: JaxEnv
-    dqn: DQN
+    learner: Learner
     init: Callable[[jax.Array], TrainState]
     chunk: Callable[[TrainState, int], tuple[TrainState, ChunkOutput]]
     evaluate: Callable[[Any, jax.Array, int], jax.Array]
@@ -71,17 +71,15 @@ def seed_key(seed: int) -> jax.Array:
     return jax.random.PRNGKey(seed)
 
 
-def make_program(config: DQNConfig, env: JaxEnv) -> Program:
-    dqn = make_dqn(config, env.obs_shape, env.num_actions)
+def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
+    learner = make_learner(agent, config, env)
     n = config.num_envs
-    capacity = config.buffer_size if config.replay else n
 
     def init(key: jax.Array) -> TrainState:
         agent_key, env_key, loop_key = jax.random.split(key, 3)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, n))
         return TrainState(
-            agent=dqn.init(agent_key),
-            replay=uniform.init_replay(capacity, env.obs_shape),
+            agent=learner.init(agent_key),
             env_state=env_state,
             obs=obs,
             key=loop_key,
@@ -89,30 +87,16 @@ def make_program(config: DQNConfig, env: JaxEnv) -> Program:
             episode_return=jnp.zeros((n,), jnp.float32),
         )
 
-    def train_phase(agent: AgentState, replay: uniform.ReplayBuffer, fresh: Batch, key: jax.Array):
-        def one_step(agent, step_key):
-            batch = uniform.sample(replay, step_key, config.batch_size) if config.replay else fresh
-            return dqn.update(agent, batch)
-
-        agent, metrics = jax.lax.scan(one_step, agent, jax.random.split(key, config.gradient_steps))
-        return agent, jax.tree.map(jnp.mean, metrics)
-
-    def skip_phase(agent, replay, fresh, key):
-        nan = jnp.full((), jnp.nan, jnp.float32)
-        return agent, {"loss": nan, "q_mean": nan, "td_abs": nan}
-
     def iteration(state: TrainState, _):
-        key, act_key, env_key, train_key = jax.random.split(state.key, 4)
+        key, act_key, env_key, learn_key = jax.random.split(state.key, 4)
         epsilon = epsilon_at(config, state.env_steps)
-        action = dqn.act(state.agent.params, state.obs, act_key, epsilon)
+        action = learner.act(state.agent.params, state.obs, act_key, epsilon)
         next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(
             jax.random.split(env_key, n), state.env_state, action
         )
+        # final_obs is the true successor (also after a truncation); next_obs may be a reset.
         fresh = Batch(obs=state.obs, action=action, reward=reward, next_obs=final_obs, terminated=terminated)
-        replay = uniform.add(state.replay, fresh)
-        env_steps = state.env_steps + n
-        do_train = (env_steps >= config.learning_starts) & (env_steps // config.train_freq > state.env_steps // config.train_freq)
-        agent, metrics = jax.lax.cond(do_train, train_phase, skip_phase, state.agent, replay, fresh, train_key)
+        agent, metrics = learner.learn(state.agent, fresh, state.env_steps, learn_key)
 
         episode_return = state.episode_return + reward
         done = terminated | truncated
@@ -125,11 +109,10 @@ def make_program(config: DQNConfig, env: JaxEnv) -> Program:
         )
         new_state = TrainState(
             agent=agent,
-            replay=replay,
             env_state=env_state,
             obs=next_obs,
             key=key,
-            env_steps=env_steps,
+            env_steps=state.env_steps + n,
             episode_return=jnp.where(done, 0.0, episode_return),
         )
         return new_state, output
@@ -152,7 +135,7 @@ def make_program(config: DQNConfig, env: JaxEnv) -> Program:
 
         def step(carry):
             t, obs, env_state, returns, alive = carry
-            action = dqn.q_values(params, obs).argmax(axis=-1)
+            action = learner.q_values(params, obs).argmax(axis=-1)
             step_keys = jax.random.split(jax.random.fold_in(loop_key, t), episodes)
             obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(step_keys, env_state, action)
             returns = returns + jnp.where(alive, reward, 0.0)
@@ -161,7 +144,7 @@ def make_program(config: DQNConfig, env: JaxEnv) -> Program:
         carry = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(episodes, jnp.float32), jnp.ones(episodes, bool))
         return jax.lax.while_loop(running, step, carry)[3]
 
-    return Program(config=config, env=env, dqn=dqn, init=init, chunk=chunk, evaluate=evaluate)
+    return Program(config=config, env=env, learner=learner, init=init, chunk=chunk, evaluate=evaluate)
 
 
 def stack(trees: list[Any]) -> Any:
@@ -235,7 +218,7 @@ def select_where(mask: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
-def chunk_iterations(config: DQNConfig, done_steps: int) -> int:
+def chunk_iterations(config: RunConfig, done_steps: int) -> int:
     """Iterations of the next chunk: up to the next eval boundary or the end of the run."""
     per_chunk = max(1, config.eval_every // config.num_envs)
     remaining = config.total_steps - done_steps

@@ -10,7 +10,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from dqnx.agents.dqn import Batch
+from dqnx.agents import Batch
 
 
 @flax.struct.dataclass

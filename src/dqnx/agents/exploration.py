@@ -1,0 +1,37 @@
+"""Exploration shared by every agent: the epsilon schedule and epsilon-greedy choice."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dqnx.config import RunConfig
+
+
+def epsilon_at(config: RunConfig, env_step: jax.Array) -> jax.Array:
+    """Exploration rate after `env_step` env steps.
+
+    linear:      start + (end - start) * min(1, t / decay_steps)
+    exponential: start * (end / start) ** (t / decay_steps), floored at end
+    Both reach the floor `epsilon_end` at `epsilon_decay_steps`.
+
+    >>> from dqnx.config import DQNConfig
+    >>> float(epsilon_at(DQNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100), 50))
+    0.55
+    """
+    start, end = config.epsilon_start, config.epsilon_end
+    fraction = jnp.asarray(env_step, jnp.float32) / config.epsilon_decay_steps
+    if config.epsilon_schedule == "linear":
+        return start + (end - start) * jnp.minimum(fraction, 1.0)
+    if start == 0.0:
+        return jnp.asarray(0.0, jnp.float32)
+    return jnp.maximum(start * (end / start) ** fraction, end)
+
+
+def epsilon_greedy(q_values: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:
+    """argmax_a Q(s, a) for each row, replaced by a uniform random action with probability epsilon."""
+    greedy = q_values.argmax(axis=-1)
+    explore_key, action_key = jax.random.split(key)
+    explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+    random_actions = jax.random.randint(action_key, greedy.shape, 0, q_values.shape[-1])
+    return jnp.where(explore, random_actions, greedy)
