@@ -133,9 +133,9 @@ def test_evaluate_is_deterministic(run_a):
 def _checkpoint(run):
     """(final train state, best params) from the run's checkpoint, and its metadata."""
     rd = RunDir.open(run.path)
-    env_id, seeds, cfg = rd.read_config()
-    program = jax_loop.make_program(cfg, make_env(env_id))
-    state = jax_loop.init_states(program, seeds)
+    spec = rd.read_config()
+    program = jax_loop.make_program(spec.config, make_env(spec.env_id))
+    state = jax_loop.init_states(program, spec.seeds)
     (state, best), meta = rd.load_checkpoint((state, state.agent.params))
     return program, state, best, meta
 

@@ -20,13 +20,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dqnx.agents.dqn import make_dqn  # noqa: E402
-from dqnx.config import DQNConfig, build_config  # noqa: E402
+from dqnx.agents import make_learner  # noqa: E402
+from dqnx.config import RunConfig, build_config, config_class  # noqa: E402
 from dqnx.drivers import jax_loop  # noqa: E402
 from dqnx.drivers.trainer import Reporter, train_run  # noqa: E402
 from dqnx.envs import JaxEnv, make_env  # noqa: E402
 from dqnx.errors import UsageError  # noqa: E402
-from dqnx.runs.run_dir import RunDir, default_run_dir  # noqa: E402
+from dqnx.runs.run_dir import RunDir, RunSpec, default_run_dir  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ class Run:
 
     path: Path
     env_id: str
+    agent: str
     seeds: list[int]
-    config: DQNConfig
+    config: RunConfig
     summary: dict[str, Any]
 
 
@@ -51,69 +52,80 @@ def _seed_list(seed: int, seeds: int) -> list[int]:
 def train(
     env_id: str | None = None,
     *,
+    agent: str = "dqn",
     steps: int | None = None,
     seed: int = 0,
     seeds: int = 1,
-    config: DQNConfig | dict[str, Any] | None = None,
+    config: RunConfig | dict[str, Any] | None = None,
     config_file: str | Path | None = None,
+    env_params: dict[str, Any] | None = None,
     out: str | Path | None = None,
     resume: str | Path | None = None,
     progress: bool | Reporter = False,
     stop_when_solved: bool = False,
 ) -> Run:
-    """Train DQN on `env_id` (or continue the run in `resume`) and return the finished Run.
+    """Train `agent` on `env_id` (or continue the run in `resume`) and return the finished Run.
 
-    `config` is a full DQNConfig, or a dict of overrides applied over the env's preset;
-    `config_file` is a TOML file of overrides; `steps` overrides total_steps.
-    `seeds` > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
+    agent: 'dqn' (default), 'tabular-q', 'sarsa' or 'linear-q'.
+    config: a full config object, or a dict of overrides applied over the env's preset;
+    config_file: a TOML file of overrides; steps: overrides total_steps;
+    env_params: overrides of the environment's parameters, e.g. {"slip": 0.2}.
+    seeds > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
     """
     if resume is not None:
         run = RunDir.open(resume)
-        env_id_saved, seed_list, cfg = run.read_config()
-        if env_id is not None and env_id != env_id_saved:
-            raise UsageError(f"{resume} is a {env_id_saved} run, not {env_id}; drop the env id to resume it")
+        spec = run.read_config()
+        if env_id is not None and env_id != spec.env_id:
+            raise UsageError(f"{resume} is a {spec.env_id} run, not {env_id}; drop the env id to resume it")
+        cfg = spec.config
         if steps is not None:
             if steps < cfg.total_steps:
                 raise UsageError(f"--steps {steps} is below the run's total_steps {cfg.total_steps}; resume can only extend a run")
-            if steps != cfg.total_steps and cfg.lr_schedule != "constant":
+            if steps != cfg.total_steps and getattr(cfg, "lr_schedule", "constant") != "constant":
                 raise UsageError(f"this run's {cfg.lr_schedule} learning-rate schedule is fixed by its total_steps; resume it without --steps")
             cfg = cfg.replace(total_steps=steps)
-        env = make_env(env_id_saved)
+        env = make_env(spec.env_id, spec.env_params)
     else:
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
-        env = make_env(env_id)
-        seed_list = _seed_list(seed, seeds)
-        cfg = _resolve_config(env_id, config, config_file, steps)
-        run = RunDir.create(out if out is not None else default_run_dir(env_id), env_id, seed_list, cfg)
+        config_class(agent)
+        env = make_env(env_id, env_params)
+        cfg = _resolve_config(env_id, agent, config, config_file, steps)
+        spec = RunSpec(env_id=env_id, agent=agent, env_params=dict(env_params or {}), seeds=_seed_list(seed, seeds), config=cfg)
+        make_learner(agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
+        run = RunDir.create(out if out is not None else default_run_dir(env_id), spec)
     reporter = progress if isinstance(progress, Reporter) else (
-        _rich_reporter(env.env_id, seed_list, run.path, resumed=resume is not None) if progress else None
+        _rich_reporter(spec, run.path, resumed=resume is not None) if progress else None
     )
-    summary = train_run(run, env, cfg, seed_list, resume=resume is not None, reporter=reporter,
-                        stop_when_solved=stop_when_solved)
-    return Run(path=run.path, env_id=env.env_id, seeds=seed_list, config=cfg, summary=summary)
+    summary = train_run(run, env, cfg, spec.seeds, agent=spec.agent, resume=resume is not None,
+                        reporter=reporter, stop_when_solved=stop_when_solved)
+    return Run(path=run.path, env_id=env.env_id, agent=spec.agent, seeds=spec.seeds, config=cfg, summary=summary)
 
 
-def _resolve_config(env_id: str, config: Any, config_file: Any, steps: int | None) -> DQNConfig:
+def _resolve_config(env_id: str, agent: str, config: Any, config_file: Any, steps: int | None) -> RunConfig:
     overrides: dict[str, Any] = {}
     base = None
-    if isinstance(config, DQNConfig):
+    if isinstance(config, RunConfig):
+        if not isinstance(config, config_class(agent)):
+            raise UsageError(f"agent {agent!r} takes a {config_class(agent).__name__}, got a {type(config).__name__}")
         base = config
     elif isinstance(config, dict):
         overrides.update(config)
     elif config is not None:
-        raise UsageError(f"config must be a DQNConfig or a dict of overrides, got {type(config).__name__}")
+        raise UsageError(f"config must be a config object or a dict of overrides, got {type(config).__name__}")
     if steps is not None:
         overrides["total_steps"] = steps
-    return build_config(env_id, config_file=config_file, overrides=overrides, base=base)
+    return build_config(env_id, config_file=config_file, overrides=overrides, base=base, agent=agent)
 
 
-def _rich_reporter(env_id: str, seeds: list[int], path: Path, resumed: bool) -> Reporter:
+def _rich_reporter(spec: RunSpec, path: Path, resumed: bool) -> Reporter:
     from dqnx.ui import RichReporter
 
-    label = f"{env_id} seed {seeds[0]}" if len(seeds) == 1 else f"{env_id} seeds {seeds[0]}-{seeds[-1]}"
+    seeds = spec.seeds
+    label = f"{spec.env_id} seed {seeds[0]}" if len(seeds) == 1 else f"{spec.env_id} seeds {seeds[0]}-{seeds[-1]}"
     verb = "resuming" if resumed else "training"
-    return RichReporter(label, header=f"dqnx: {verb} {label} (backend: gymnax, compiled JAX loop) -> {path}")
+    header = f"dqnx: {verb} {spec.agent} on {label} (backend: JAX-native, compiled loop) -> {path}"
+    return RichReporter(label, header=header)
 
 
 @dataclass(frozen=True)
@@ -122,8 +134,9 @@ class Agent:
 
     run_dir: Path | None
     env: JaxEnv
+    algorithm: str  # 'dqn', 'tabular-q', 'sarsa' or 'linear-q'
     seeds: list[int]
-    config: DQNConfig
+    config: RunConfig
     params: Any
     weights: str
     weights_info: dict[str, Any]
@@ -137,7 +150,7 @@ class Agent:
         obs = jnp.asarray(obs, jnp.float32)
         single = obs.ndim == len(self.env.obs_shape)
         params = jax.tree.map(lambda x: x[seed_index], self.params)
-        q = _q_function(self.config, self.env)(params, obs[None] if single else obs)
+        q = _q_function(self.algorithm, self.config, self.env)(params, obs[None] if single else obs)
         return np.asarray(q[0] if single else q)
 
     def act(self, obs: Any, seed_index: int = 0) -> np.ndarray:
@@ -145,8 +158,8 @@ class Agent:
         return self.q_values(obs, seed_index).argmax(axis=-1)
 
 
-def _q_function(config: DQNConfig, env: JaxEnv):
-    return jax.jit(make_dqn(config, env.obs_shape, env.num_actions).q_values)
+def _q_function(agent: str, config: RunConfig, env: JaxEnv):
+    return jax.jit(make_learner(agent, config, env).q_values)
 
 
 def load(run_dir: str | Path, weights: str = "best") -> Agent:
@@ -154,11 +167,12 @@ def load(run_dir: str | Path, weights: str = "best") -> Agent:
     if weights not in ("best", "last"):
         raise UsageError(f"weights must be 'best' or 'last', got {weights!r}")
     run = RunDir.open(run_dir)
-    env_id, seeds, cfg = run.read_config()
-    env = make_env(env_id)
-    template = jax_loop.init_states(jax_loop.make_program(cfg, env), seeds).agent.params
+    spec = run.read_config()
+    env = make_env(spec.env_id, spec.env_params)
+    template = jax_loop.init_states(jax_loop.make_program(spec.config, env, spec.agent), spec.seeds).agent.params
     params, info = run.load_weights(weights, template)
-    return Agent(run_dir=run.path, env=env, seeds=seeds, config=cfg, params=params, weights=weights, weights_info=info)
+    return Agent(run_dir=run.path, env=env, algorithm=spec.agent, seeds=spec.seeds, config=spec.config, params=params,
+                 weights=weights, weights_info=info)
 
 
 def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weights: str = "best") -> dict[str, Any]:
@@ -170,7 +184,7 @@ def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weig
         raise UsageError(f"episodes must be a positive integer, got {episodes!r}")
     if not isinstance(agent, Agent):
         agent = load(agent, weights=weights)
-    program = jax_loop.make_program(agent.config, agent.env)
+    program = jax_loop.make_program(agent.config, agent.env, agent.algorithm)
     compiled = jax_loop.Compiled(program, len(agent.seeds))
     keys = jax_loop.eval_keys([seed] * len(agent.seeds), jax_loop.USER_EVAL_STREAM, 0)
     returns = compiled.evaluate(compiled.place(agent.params), keys, episodes)

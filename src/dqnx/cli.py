@@ -29,17 +29,19 @@ def _err(message: str) -> None:
 @app.command()
 def train(
     env_id: Optional[str] = typer.Argument(None, help="Environment id, e.g. CartPole-v1 (see `dqnx envs`). Omit with --resume."),
+    agent: str = typer.Option("dqn", "--agent", help="dqn, tabular-q, sarsa or linear-q."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Env steps to train (default: the preset's total_steps)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the (first) run."),
     seeds: int = typer.Option(1, "--seeds", help="Train this many seeds (seed, seed+1, ...) side by side in one program."),
     set_: List[str] = typer.Option([], "--set", help="Override a hyperparameter: --set learning_rate=3e-4 (repeatable)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of hyperparameters, applied over the preset."),
+    env_param: List[str] = typer.Option([], "--env-param", help="Override an environment parameter: --env-param slip=0.2 (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/ENV-TIME)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly where it stopped."),
     until_solved: bool = typer.Option(False, "--until-solved", help="Stop once every seed's greedy evaluation reaches the solve threshold."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table; the run directory is still printed."),
 ) -> None:
-    """Train a DQN agent and write a run directory (config, weights, metrics, summary)."""
+    """Train an agent (DQN by default) and write a run directory (config, weights, metrics, summary)."""
     from dqnx.config import parse_set
     from dqnx.errors import UsageError
 
@@ -49,14 +51,17 @@ def train(
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     if seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed}")
-    if resume is not None and (set_ or config is not None or out is not None or seeds != 1):
-        raise UsageError("--resume continues a run with its saved settings; drop --set, --config, --out and --seeds (only --steps may extend it)")
+    if resume is not None and (set_ or config is not None or out is not None or seeds != 1 or env_param or agent != "dqn"):
+        raise UsageError("--resume continues a run with its saved settings; drop --agent, --set, --config, --env-param, --out and --seeds (only --steps may extend it)")
     overrides = parse_set(set_)
+    env_params = parse_set(env_param, option="--env-param")
 
     from dqnx import api
 
     run = api.train(
         env_id,
+        agent=agent,
+        env_params=env_params or None,
         steps=steps,
         seed=seed,
         seeds=seeds,
@@ -101,6 +106,20 @@ def eval_(
         f"{result['env_id']}: mean return {result['mean_return']:.2f} ± {result['std_return']:.2f} "
         f"over {result['episodes']} episodes"
     )
+
+
+@app.command()
+def show(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `dqnx train`."),
+    weights: str = typer.Option("best", "--weights", help="'best' or 'last'."),
+    seed_index: int = typer.Option(0, "--seed-index", help="Which seed of a multi-seed run."),
+    max_rows: int = typer.Option(40, "--max-rows", help="Print the whole Q-table up to this many states; summarize beyond."),
+) -> None:
+    """Show what an agent learned: its Q-table (tabular agents) or its parameters."""
+    from dqnx import api
+    from dqnx.inspect import show_agent
+
+    show_agent(api.load(run_dir, weights=weights), seed_index=seed_index, max_rows=max_rows)
 
 
 @app.command()

@@ -144,14 +144,15 @@ class TabularConfig(RunConfig):
     """
 
     learning_rate: float = _doc("Step size alpha of the tabular TD update.", default=0.1)
-    bins: int = _doc("Bins per observation dimension when discretizing a Box observation.", default=10)
+    bins: tuple[int, ...] = _doc("Bins per observation dimension for a Box observation: one value for all, or one per dimension.", default=(10,))
     obs_low: tuple[float, ...] = _doc("Lower clipping bound per observation dimension (Box observations; empty = the env's preset).", default=())
     obs_high: tuple[float, ...] = _doc("Upper clipping bound per observation dimension (Box observations; empty = the env's preset).", default=())
     initial_q: float = _doc("Initial value of every table entry (optimistic values explore more).", default=0.0)
 
     def validate(self) -> "TabularConfig":
         RunConfig.validate(self)
-        _positive(self, "bins")
+        if not self.bins or any(b <= 0 for b in self.bins):
+            raise UsageError(f"bins must be positive counts like 10 or 1,1,6,3, got {self.bins}")
         if not 0.0 < self.learning_rate <= 1.0:
             raise UsageError(f"learning_rate of a tabular agent must lie in (0, 1], got {self.learning_rate}")
         if len(self.obs_low) != len(self.obs_high):
@@ -297,12 +298,12 @@ def read_toml(path: Path) -> dict[str, Any]:
     return flat
 
 
-def parse_set(items: list[str]) -> dict[str, str]:
+def parse_set(items: list[str], option: str = "--set") -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set expects key=value, got {item!r}; e.g. --set learning_rate=3e-4")
+            raise UsageError(f"{option} expects key=value, got {item!r}; e.g. {option} learning_rate=3e-4")
         out[key.strip()] = value.strip()
     return out
 

@@ -16,7 +16,7 @@ def epsilon_at(config: RunConfig, env_step: jax.Array) -> jax.Array:
     Both reach the floor `epsilon_end` at `epsilon_decay_steps`.
 
     >>> from dqnx.config import DQNConfig
-    >>> float(epsilon_at(DQNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100), 50))
+    >>> round(float(epsilon_at(DQNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100), 50)), 6)
     0.55
     """
     start, end = config.epsilon_start, config.epsilon_end

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqnx.config import DQNConfig
+from dqnx.config import RunConfig
 from dqnx.drivers import jax_loop
 from dqnx.envs import JaxEnv
 from dqnx.errors import Interrupted, UsageError
@@ -88,16 +88,17 @@ def _median(values: list[Any]) -> Any:
 def train_run(
     run: RunDir,
     env: JaxEnv,
-    config: DQNConfig,
+    config: RunConfig,
     seeds: list[int],
     *,
+    agent: str = "dqn",
     resume: bool = False,
     reporter: Reporter | None = None,
     stop_when_solved: bool = False,
 ) -> dict[str, Any]:
     """Train `seeds` side by side in `run`, or continue it; returns the summary."""
     reporter = reporter or Reporter()
-    program = jax_loop.make_program(config, env)
+    program = jax_loop.make_program(config, env, agent)
     compiled = jax_loop.Compiled(program, len(seeds))
     state = compiled.place(jax_loop.init_states(program, seeds))
     best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
@@ -196,11 +197,12 @@ def train_run(
         config.final_eval_episodes,
     )
     summary = make_summary(env, config, seeds, progress, final)
+    summary["agent"] = agent
     run.write_summary(summary)
     return summary
 
 
-def make_summary(env: JaxEnv, config: DQNConfig, seeds: list[int], progress: Progress, final: np.ndarray) -> dict[str, Any]:
+def make_summary(env: JaxEnv, config: RunConfig, seeds: list[int], progress: Progress, final: np.ndarray) -> dict[str, Any]:
     threshold = env.solve_threshold
     per_seed = []
     for i, seed in enumerate(seeds):

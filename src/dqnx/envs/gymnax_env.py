@@ -12,6 +12,7 @@ what the TD target must bootstrap from after a time-limit truncation.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dqnx.errors import UsageError
 
@@ -36,6 +38,7 @@ SOLVE_THRESHOLDS: dict[str, float] = {
 # gymnax environments with discrete actions that build offline, by family (`dqnx envs`).
 DISCRETE_ENVS: dict[str, list[str]] = {
     "classic control": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"],
+    "dqnx toy (envs/toy.py)": ["Dungeon-v0", "CliffWalking-v0"],
     "MinAtar": ["Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar"],
     "bsuite": ["Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite", "UmbrellaChain-bsuite",
                "DiscountingChain-bsuite", "SimpleBandit-bsuite"],
@@ -100,7 +103,13 @@ def _import_gymnax_registration() -> Any:
 
 @dataclass(frozen=True, eq=False)
 class JaxEnv:
-    """A gymnax environment, its default parameters and what the agent needs to know."""
+    """A gymnax environment, its parameters and what the agent needs to know.
+
+    Observations reach agents as float32 arrays. A Discrete observation (a state
+    index, `num_states` of them) arrives one-hot encoded, so a network can read it
+    and a Q-table recovers the index with argmax. `obs_low`/`obs_high` are the
+    observation space's bounds when it is a Box (possibly infinite).
+    """
 
     env_id: str
     env: Any
@@ -109,16 +118,24 @@ class JaxEnv:
     num_actions: int
     max_episode_steps: int
     solve_threshold: float | None
+    num_states: int | None = None
+    obs_low: Any = None
+    obs_high: Any = None
+
+    def _observe(self, obs: jax.Array) -> jax.Array:
+        if self.num_states is not None:
+            return jax.nn.one_hot(obs, self.num_states, dtype=jnp.float32)
+        return obs.astype(jnp.float32)
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
         obs, state = self.env.reset(key, self.params)
-        return obs.astype(jnp.float32), state
+        return self._observe(obs), state
 
     def step(self, key: jax.Array, state: Any, action: jax.Array):
         obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, self.params)
-        final_obs = info["final_observation"].astype(jnp.float32)
+        final_obs = self._observe(info["final_observation"])
         return (
-            obs.astype(jnp.float32),
+            self._observe(obs),
             state,
             reward.astype(jnp.float32),
             jnp.asarray(terminated, bool),
@@ -128,6 +145,11 @@ class JaxEnv:
 
 
 def _make_raw(env_id: str) -> tuple[Any, Any]:
+    if env_id in ("Dungeon-v0", "CliffWalking-v0"):
+        from dqnx.envs.toy import TOY_ENVS
+
+        env = TOY_ENVS[env_id]()
+        return env, env.default_params
     if env_id in UNSUPPORTED:
         raise UsageError(f"environment {env_id!r} is not supported: it {UNSUPPORTED[env_id]}; `dqnx envs` lists the supported ones")
     if env_id in _CLASSIC_CONTROL:
@@ -146,21 +168,50 @@ def _make_raw(env_id: str) -> tuple[Any, Any]:
         raise UsageError(f"environment {env_id!r} needs a missing package ({e}); install it and retry") from None
 
 
-def make_gymnax(env_id: str) -> JaxEnv:
+def _with_params(env_id: str, params: Any, env_params: dict[str, Any] | None) -> Any:
+    """The env's parameters with the user's overrides, each converted to its field's type."""
+    if not env_params:
+        return params
+    known = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    changes = {}
+    for name, value in env_params.items():
+        if name not in known:
+            raise UsageError(f"{env_id} has no parameter {name!r}; its parameters are {', '.join(known)}")
+        kind = type(known[name]) if isinstance(known[name], (bool, int, float)) else float
+        try:
+            changes[name] = (str(value).lower() in ("1", "true", "yes")) if kind is bool else kind(float(value)) if kind is int else kind(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"env parameter {name} must be {kind.__name__}, got {value!r}") from None
+    return params.replace(**changes)
+
+
+def make_gymnax(env_id: str, env_params: dict[str, Any] | None = None) -> JaxEnv:
     env, params = _make_raw(env_id)
+    params = _with_params(env_id, params, env_params)
     action_space = env.action_space(params)
     if not hasattr(action_space, "n"):
         raise UsageError(
             f"environment {env_id!r} has a continuous action space; DQN needs discrete actions "
             "(e.g. CartPole-v1, Acrobot-v1, MountainCar-v0; `dqnx envs` lists them)"
         )
-    obs, _ = env.reset(jax.random.PRNGKey(0), params)
-    return JaxEnv(
+    obs_space = env.observation_space(params)
+    num_states = int(obs_space.n) if hasattr(obs_space, "n") else None
+    low = high = None
+    if num_states is None and hasattr(obs_space, "low"):
+        obs, _ = env.reset(jax.random.PRNGKey(0), params)
+        low = np.broadcast_to(np.asarray(obs_space.low, np.float64), obs.shape)
+        high = np.broadcast_to(np.asarray(obs_space.high, np.float64), obs.shape)
+    built = JaxEnv(
         env_id=env_id,
         env=env,
         params=params,
-        obs_shape=tuple(obs.shape),
+        obs_shape=(),
         num_actions=int(action_space.n),
         max_episode_steps=int(params.max_steps_in_episode),
         solve_threshold=SOLVE_THRESHOLDS.get(env_id),
+        num_states=num_states,
+        obs_low=low,
+        obs_high=high,
     )
+    obs, _ = built.reset(jax.random.PRNGKey(0))
+    return dataclasses.replace(built, obs_shape=tuple(obs.shape))

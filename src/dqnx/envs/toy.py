@@ -1,0 +1,160 @@
+"""dqnx's own small JAX environments for teaching: Dungeon-v0 and CliffWalking-v0.
+
+Both are gymnax environments (so gymnax's step does auto-reset and time-limit
+truncation) with a Discrete observation: the agent sees its tile's index, which
+dqnx one-hot encodes for networks and uses directly as a Q-table row.
+
+Dungeon-v0, a corridor of `length` tiles (the "NChain" game):
+  * forward on tiles 0..length-2 moves one tile on and pays 0; forward on the last
+    tile stays there and pays `large_reward`;
+  * backward from any tile returns to tile 0 and pays `small_reward`;
+  * with probability `slip` the chosen action is replaced by the other one.
+  It never terminates: episodes are cut (truncated) after `max_steps_in_episode`.
+  Optimal policy, with the defaults (length 5, slip 0.1, rewards 2 and 10), computed
+  by value iteration (`dungeon_q_values`; tests/test_classic.py checks it):
+  always forward when gamma >= 0.7430: the walk to the end pays off. Below that,
+  backward wins on the first tiles, which are furthest from the large reward: on
+  tile 0 for gamma in [0.637, 0.743), tiles 0-1 from 0.485, tiles 0-2 from 0.2175,
+  tiles 0-3 below that. Forward on the last tile (10 now) is always best.
+
+CliffWalking-v0, Sutton & Barto's example 6.6: a 4 x 12 grid, start at the bottom
+left, goal at the bottom right, the cliff between them. Every step pays -1, stepping
+into the cliff pays -100 and returns to the start; reaching the goal ends the
+episode. The optimal path runs along the cliff (return -13); epsilon-greedy SARSA
+learns the safer path further up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dqnx.envs.gymnax_env import _import_gymnax_module
+
+environment = _import_gymnax_module("gymnax.environments.environment")
+spaces = _import_gymnax_module("gymnax.environments.spaces")
+
+FORWARD, BACKWARD = 0, 1
+
+
+@struct.dataclass
+class DungeonState(environment.EnvState):
+    position: jax.Array
+    time: int
+
+
+@struct.dataclass
+class DungeonParams(environment.EnvParams):
+    length: int = 5
+    slip: float = 0.1
+    small_reward: float = 2.0
+    large_reward: float = 10.0
+    max_steps_in_episode: int = 100
+
+
+class Dungeon(environment.Environment):
+    @property
+    def default_params(self) -> DungeonParams:
+        return DungeonParams()
+
+    def step_env(self, key: jax.Array, state: DungeonState, action: Any, params: DungeonParams):
+        slipped = jax.random.uniform(key) < params.slip
+        action = jnp.where(slipped, 1 - action, action)
+        last = params.length - 1
+        forward = action == FORWARD
+        reward = jnp.where(forward, jnp.where(state.position == last, params.large_reward, 0.0), params.small_reward)
+        position = jnp.where(forward, jnp.minimum(state.position + 1, last), 0)
+        state = DungeonState(position=position, time=state.time + 1)
+        return self.get_obs(state), state, reward.astype(jnp.float32), jnp.asarray(False), {}
+
+    def reset_env(self, key: jax.Array, params: DungeonParams):
+        state = DungeonState(position=jnp.asarray(0, jnp.int32), time=0)
+        return self.get_obs(state), state
+
+    def get_obs(self, state: DungeonState, params: Any = None, key: Any = None) -> jax.Array:
+        return state.position
+
+    def is_terminated(self, state: DungeonState, params: DungeonParams) -> jax.Array:
+        return jnp.asarray(False)
+
+    def observation_space(self, params: DungeonParams):
+        return spaces.Discrete(params.length)
+
+    def action_space(self, params: DungeonParams | None = None):
+        return spaces.Discrete(2)
+
+
+def dungeon_q_values(params: DungeonParams, gamma: float, tol: float = 1e-10) -> np.ndarray:
+    """Q*(s, a) of the Dungeon by value iteration (the episode cut ignored), [length, 2]."""
+    n, last = params.length, params.length - 1
+    q = np.zeros((n, 2))
+    while True:
+        v = q.max(axis=1)
+        new = np.zeros_like(q)
+        for s in range(n):
+            forward_to, forward_reward = min(s + 1, last), (params.large_reward if s == last else 0.0)
+            outcome_forward = forward_reward + gamma * v[forward_to]
+            outcome_backward = params.small_reward + gamma * v[0]
+            new[s, FORWARD] = (1 - params.slip) * outcome_forward + params.slip * outcome_backward
+            new[s, BACKWARD] = (1 - params.slip) * outcome_backward + params.slip * outcome_forward
+        if np.abs(new - q).max() < tol:
+            return new
+        q = new
+
+
+ROWS, COLS = 4, 12
+START, GOAL = (ROWS - 1) * COLS, ROWS * COLS - 1
+# Actions: up, right, down, left.
+MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])
+
+
+@struct.dataclass
+class CliffState(environment.EnvState):
+    position: jax.Array
+    time: int
+
+
+@struct.dataclass
+class CliffParams(environment.EnvParams):
+    max_steps_in_episode: int = 200
+
+
+class CliffWalking(environment.Environment):
+    @property
+    def default_params(self) -> CliffParams:
+        return CliffParams()
+
+    def step_env(self, key: jax.Array, state: CliffState, action: Any, params: CliffParams):
+        row, col = state.position // COLS, state.position % COLS
+        move = jnp.asarray(MOVES)[action]
+        row = jnp.clip(row + move[0], 0, ROWS - 1)
+        col = jnp.clip(col + move[1], 0, COLS - 1)
+        position = row * COLS + col
+        in_cliff = (row == ROWS - 1) & (col > 0) & (col < COLS - 1)
+        reward = jnp.where(in_cliff, -100.0, -1.0)
+        position = jnp.where(in_cliff, START, position)
+        state = CliffState(position=position.astype(jnp.int32), time=state.time + 1)
+        return self.get_obs(state), state, reward, position == GOAL, {}
+
+    def reset_env(self, key: jax.Array, params: CliffParams):
+        state = CliffState(position=jnp.asarray(START, jnp.int32), time=0)
+        return self.get_obs(state), state
+
+    def get_obs(self, state: CliffState, params: Any = None, key: Any = None) -> jax.Array:
+        return state.position
+
+    def is_terminated(self, state: CliffState, params: CliffParams) -> jax.Array:
+        return state.position == GOAL
+
+    def observation_space(self, params: CliffParams):
+        return spaces.Discrete(ROWS * COLS)
+
+    def action_space(self, params: CliffParams | None = None):
+        return spaces.Discrete(4)
+
+
+TOY_ENVS = {"Dungeon-v0": Dungeon, "CliffWalking-v0": CliffWalking}
