@@ -325,6 +325,11 @@ def report(results: dict[str, Any]) -> str:
     add(f"machine: {m['cpus']} CPUs, {m['platform']}, python {m['python']}; "
         f"load avg at start {m['loadavg_start']}, at end {m['loadavg_end']}")
     add(f"total benchmark time {results['benchmark_seconds']:.0f} s")
+    c0, c1 = results["code_start"], results["code_end"]
+    add(f"dqnx code: git HEAD {c0['git_head']}, src/dqnx sha256 {c0['src_sha256']}")
+    if c0 != c1:
+        add(f"WARNING: dqnx's code changed during the run (end: git HEAD {c1['git_head']}, "
+            f"src sha256 {c1['src_sha256']}); parts measured different code")
     add("=" * 78)
 
     d = results.get("dqnx")
@@ -406,6 +411,24 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def code_state() -> dict[str, Any]:
+    """git HEAD and a hash of dqnx's installed sources: a run whose code changed midway says so."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        head = None
+    digest = hashlib.sha256()
+    src = root / "src" / "dqnx"
+    for path in sorted(src.rglob("*")) if src.is_dir() else []:
+        if path.is_file() and path.suffix in (".py", ".toml"):
+            digest.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes())
+    return {"git_head": head, "src_sha256": digest.hexdigest()[:16] if src.is_dir() else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10, help="dqnx seeds, one process each (default 10)")
@@ -444,6 +467,7 @@ def main() -> None:
             "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         },
         "argv": sys.argv[1:],
+        "code_start": code_state(),
     }
     try:
         if not args.skip_dqnx:
@@ -468,6 +492,7 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["benchmark_seconds"] = round(time.perf_counter() - started, 1)
+    results["code_end"] = code_state()
     print(report(results), flush=True)
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(results, indent=2))
