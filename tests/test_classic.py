@@ -183,8 +183,17 @@ def test_show_prints_a_small_q_table(dungeon_q_run):
         (["train", "Dungeon-v0", "--agent", "tabular-z"], "unknown agent 'tabular-z'"),
         (["train", "CartPole-v1", "--agent", "tabular-q", "--set", "obs_low=", "--set", "obs_high="], "set obs_low and obs_high"),
         (["train", "Dungeon-v0", "--env-param", "lenght=3"], "has no parameter 'lenght'"),
-        (["train", "Dungeon-v0", "--env-param", "slip=abc"], "env parameter slip must be float"),
+        (["train", "Dungeon-v0", "--env-param", "slip=abc"], "slip in --env-param must be a number"),
         (["train", "Dungeon-v0", "--agent", "tabular-q", "--set", "hidden_sizes=8"], "unknown hyperparameter 'hidden_sizes'"),
+        (["train", "Dungeon-v0", "--env-param", "length=0"], "needs length >= 2"),
+        (["train", "Dungeon-v0", "--env-param", "length=2.7"], "length in --env-param must be an integer"),
+        (["train", "Dungeon-v0", "--env-param", "slip=1.5"], "slip is a probability"),
+        (["train", "Dungeon-v0", "--env-param", "max_steps_in_episode=inf"], "must be an integer"),
+        (["train", "CartPole-v1", "--seed", "4294967296"], "32-bit seeds"),
+        (["train", "CartPole-v1", "--set", "learning_rate=nan"], "must be a finite number"),
+        (["train", "CartPole-v1", "--set", "num_envs=4"], "train_freq (1) is below num_envs (4)"),
+        (["train", "CartPole-v1", "--config", "."], "is a directory"),
+        (["train", "Dungeon-v0", "--agent", "tabular-q", "--until-solved"], "no solve threshold"),
     ],
 )
 def test_classic_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
@@ -193,3 +202,33 @@ def test_classic_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args,
     assert result.stderr.startswith("error:") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tabular_updates_of_several_envs_apply_one_after_another():
+    """Envs that hit the same cell in one iteration each take one step of size lr, in turn."""
+    from dqnx.agents import Batch
+    from dqnx.agents.tabular import make_tabular_learner
+
+    env = make_env("Dungeon-v0")
+    config = TabularConfig(num_envs=8, learning_rate=0.5, gamma=0.9)
+    learner = make_tabular_learner(config, env)
+    state = learner.init(jax.random.PRNGKey(0))
+    start = jnp.zeros((8, 5)).at[:, 0].set(1.0)
+    batch = Batch(obs=start, action=jnp.zeros(8, jnp.int32), reward=jnp.ones(8), next_obs=start,
+                  terminated=jnp.ones(8, bool))
+    state, _ = learner.learn(state, batch, jnp.asarray(0), jax.random.PRNGKey(1))
+    # Target 1 each time: Q goes 0 -> 0.5 -> 0.75 -> ... -> 1 - 0.5**8.
+    assert float(state.params["q"][0, 0]) == pytest.approx(1 - 0.5**8)
+
+
+def test_agent_takes_state_indices_for_discrete_observations(dungeon_q_run):
+    agent = dqnx.load(dungeon_q_run.path)
+    np.testing.assert_array_equal(agent.q_values(np.arange(5)), agent.q_values(np.eye(5, dtype=np.float32)))
+    np.testing.assert_array_equal(agent.q_values(3), agent.q_values(np.eye(5, dtype=np.float32)[3]))
+
+
+def test_resume_refuses_settings_it_would_ignore(dungeon_q_run, tmp_path):
+    result = _dqnx("train", "--resume", str(dungeon_q_run.path), "--seed", "7", cwd=tmp_path)
+    assert result.returncode == 2 and "--seed" in result.stderr
+    with pytest.raises(UsageError, match="drop seed"):
+        dqnx.train(resume=dungeon_q_run.path, seed=3)

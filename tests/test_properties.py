@@ -249,4 +249,4 @@ def test_two_seeds_in_one_program(run_two_seeds, base):
     obs = _observations(8)
     assert not np.array_equal(agent.q_values(obs, seed_index=0), agent.q_values(obs, seed_index=1))
     result = dqnx.evaluate(agent, episodes=4)
-    assert result["episodes"] == 8 and len(result["per_seed"]) == 2
+    assert result["episodes"] == 4 and result["seeds"] == 2 and len(result["per_seed"]) == 2  # episodes per seed

@@ -249,7 +249,7 @@ def test_update_uses_the_right_bootstrap_network(double):
 
 def test_loop_stores_true_successor_not_reset_obs(tiny):
     """Ended episodes store final_obs (out of CartPole's bounds), not the next reset obs."""
-    cfg = tiny(buffer_size=3000, learning_starts=100, num_envs=2)
+    cfg = tiny(buffer_size=3000, learning_starts=100, num_envs=2, train_freq=2)
     env = make_env("CartPole-v1")
     program = jax_loop.make_program(cfg, env)
     state = jax.jit(program.init)(jax.random.PRNGKey(0))

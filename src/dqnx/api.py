@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,16 @@ class Run:
     summary: dict[str, Any]
 
 
+MAX_SEED = 2**31  # PRNGKey takes a 32-bit seed: larger ones would silently repeat smaller ones
+
+
 def _seed_list(seed: int, seeds: int) -> list[int]:
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
         raise UsageError(f"seeds must be a positive number of seeds, got {seeds!r}; e.g. --seeds 4")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+    if seed + seeds > MAX_SEED:
+        raise UsageError(f"seeds must stay below {MAX_SEED} (JAX keys hold 32-bit seeds), got {seed}..{seed + seeds - 1}")
     return [seed + i for i in range(seeds)]
 
 
@@ -73,6 +79,11 @@ def train(
     seeds > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
     """
     if resume is not None:
+        given = {"agent": agent != "dqn", "seed": seed != 0, "seeds": seeds != 1, "config": config is not None,
+                 "config_file": config_file is not None, "env_params": env_params is not None, "out": out is not None}
+        if any(given.values()):
+            names = ", ".join(name for name, set_ in given.items() if set_)
+            raise UsageError(f"resume continues a run with its saved settings; drop {names} (only steps may extend it)")
         run = RunDir.open(resume)
         spec = run.read_config()
         if env_id is not None and env_id != spec.env_id:
@@ -91,8 +102,11 @@ def train(
         config_class(agent)
         env = make_env(env_id, env_params)
         cfg = _resolve_config(env_id, agent, config, config_file, steps)
-        spec = RunSpec(env_id=env_id, agent=agent, env_params=dict(env_params or {}), seeds=_seed_list(seed, seeds), config=cfg)
+        stored_params = {name: getattr(env.params, name) for name in (env_params or {})}  # converted values
+        spec = RunSpec(env_id=env_id, agent=agent, env_params=stored_params, seeds=_seed_list(seed, seeds), config=cfg)
         make_learner(agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
+        if stop_when_solved and env.solve_threshold is None:
+            raise UsageError(f"{env_id} has no solve threshold, so --until-solved would never stop; drop it")
         run = RunDir.create(out if out is not None else default_run_dir(env_id), spec)
     reporter = progress if isinstance(progress, Reporter) else (
         _rich_reporter(spec, run.path, resumed=resume is not None) if progress else None
@@ -146,8 +160,14 @@ class Agent:
         return self.env.env_id
 
     def q_values(self, obs: Any, seed_index: int = 0) -> np.ndarray:
-        """Q(s, .) for one observation or a batch of them, under one seed's weights."""
-        obs = jnp.asarray(obs, jnp.float32)
+        """Q(s, .) for one observation or a batch of them, under one seed's weights.
+
+        For a Discrete observation space, a state index (or an array of them) works too.
+        """
+        obs = jnp.asarray(obs)
+        if self.env.num_states is not None and obs.ndim <= 1 and jnp.issubdtype(obs.dtype, jnp.integer):
+            obs = jax.nn.one_hot(obs, self.env.num_states)
+        obs = obs.astype(jnp.float32)
         single = obs.ndim == len(self.env.obs_shape)
         params = jax.tree.map(lambda x: x[seed_index], self.params)
         q = _q_function(self.algorithm, self.config, self.env)(params, obs[None] if single else obs)
@@ -158,7 +178,9 @@ class Agent:
         return self.q_values(obs, seed_index).argmax(axis=-1)
 
 
+@functools.lru_cache(maxsize=16)
 def _q_function(agent: str, config: RunConfig, env: JaxEnv):
+    """The jitted Q-function, built once per (agent, config, env) rather than on every call."""
     return jax.jit(make_learner(agent, config, env).q_values)
 
 
@@ -169,8 +191,11 @@ def load(run_dir: str | Path, weights: str = "best") -> Agent:
     run = RunDir.open(run_dir)
     spec = run.read_config()
     env = make_env(spec.env_id, spec.env_params)
-    template = jax_loop.init_states(jax_loop.make_program(spec.config, env, spec.agent), spec.seeds).agent.params
+    program = jax_loop.make_program(spec.config, env, spec.agent)
+    # Shapes only: building the real initial state would allocate the replay buffer.
+    template = jax.eval_shape(lambda: jax_loop.init_states(program, spec.seeds).agent.params)
     params, info = run.load_weights(weights, template)
+    params = jax.tree.map(jnp.asarray, params)
     return Agent(run_dir=run.path, env=env, algorithm=spec.agent, seeds=spec.seeds, config=spec.config, params=params,
                  weights=weights, weights_info=info)
 
@@ -192,7 +217,8 @@ def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weig
         "env_id": agent.env_id,
         "mean_return": float(returns.mean()),
         "std_return": float(returns.std()),
-        "episodes": int(returns.size),
+        "episodes": episodes,  # per trained seed; the statistics pool all seeds' episodes
+        "seeds": len(agent.seeds),
         "weights": agent.weights,
         "weights_env_steps": agent.weights_info.get("env_steps"),
         "per_seed": [

@@ -51,8 +51,8 @@ def train(
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     if seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed}")
-    if resume is not None and (set_ or config is not None or out is not None or seeds != 1 or env_param or agent != "dqn"):
-        raise UsageError("--resume continues a run with its saved settings; drop --agent, --set, --config, --env-param, --out and --seeds (only --steps may extend it)")
+    if resume is not None and (set_ or config is not None or out is not None or seeds != 1 or seed != 0 or env_param or agent != "dqn"):
+        raise UsageError("--resume continues a run with its saved settings; drop --agent, --set, --config, --env-param, --out, --seed and --seeds (only --steps may extend it)")
     overrides = parse_set(set_)
     env_params = parse_set(env_param, option="--env-param")
 
@@ -101,10 +101,11 @@ def eval_(
         typer.echo(json.dumps(result))
         return
     steps = result["weights_env_steps"]
-    _err(f"evaluated the {weights} weights of {run_dir} (from env step {steps})")
+    steps_text = ", ".join(map(str, steps)) if isinstance(steps, list) else str(steps)
+    _err(f"evaluated the {weights} weights of {run_dir} (from env step {steps_text})")
     typer.echo(
         f"{result['env_id']}: mean return {result['mean_return']:.2f} ± {result['std_return']:.2f} "
-        f"over {result['episodes']} episodes"
+        f"over {result['episodes']} episodes" + (f" for each of {result['seeds']} seeds" if result["seeds"] > 1 else "")
     )
 
 
@@ -128,17 +129,17 @@ def envs() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dqnx.config import preset_path
+    from dqnx.config import CONFIGS, preset_path
     from dqnx.envs import DISCRETE_ENVS, SOLVE_THRESHOLDS
 
     table = Table(title="JAX-native environments (gymnax), discrete actions")
-    for column in ("id", "family", "solved at (greedy mean, 100 episodes)", "tuned preset"):
+    for column in ("id", "family", "solved at (greedy mean, 100 episodes)", "presets for"):
         table.add_column(column)
     for family, ids in DISCRETE_ENVS.items():
         for env_id in ids:
             threshold = SOLVE_THRESHOLDS.get(env_id)
             table.add_row(env_id, family, "-" if threshold is None else f"{threshold:g}",
-                          "yes" if preset_path(env_id) else "-")
+                          ", ".join(a for a in CONFIGS if preset_path(env_id, a)) or "-")
     Console().print(table)
 
 

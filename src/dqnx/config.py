@@ -1,19 +1,22 @@
-"""The DQN configuration: one frozen, typed dataclass, every field documented.
+"""Agent configurations: one frozen, typed dataclass per agent, every field documented.
 
-Values come in three layers, later ones winning:
+`RunConfig` holds what every agent shares (budget, discount, exploration,
+evaluation); `DQNConfig`, `TabularConfig` and `LinearConfig` add their own fields.
+Values come in layers, later ones winning:
 
 1. the defaults below;
-2. the environment's preset, a TOML file in ``dqnx/presets/`` (``CartPole-v1.toml``);
+2. the environment's preset, a TOML file in ``dqnx/presets/`` (``CartPole-v1.toml``
+   for DQN, ``tabular-q/Dungeon-v0.toml`` for another agent);
 3. the user's ``--config FILE.toml`` and then each ``--set key=value``.
 
-``dqnx train ENV --set help=1`` is not a thing; read the field docs below or
-``python -c "import dqnx.config as c; print(c.describe())"``.
+To list every field with its default: ``python -c "import dqnx.config as c; print(c.describe())"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -116,8 +119,13 @@ class DQNConfig(RunConfig):
         RunConfig.validate(self)
         for name in ("batch_size", "train_freq", "gradient_steps", "target_update_period"):
             _positive(self, name)
-        if self.replay and self.buffer_size < self.batch_size:
-            raise UsageError(f"buffer_size ({self.buffer_size}) is smaller than batch_size ({self.batch_size}); raise buffer_size")
+        if self.train_freq < self.num_envs:
+            raise UsageError(
+                f"train_freq ({self.train_freq}) is below num_envs ({self.num_envs}): one iteration adds num_envs "
+                "transitions and trains at most once; raise train_freq or gradient_steps instead"
+            )
+        if self.replay and self.buffer_size < max(self.batch_size, self.num_envs):
+            raise UsageError(f"buffer_size ({self.buffer_size}) is smaller than batch_size ({self.batch_size}) or num_envs; raise buffer_size")
         if self.learning_starts < 0:
             raise UsageError(f"learning_starts must be >= 0, got {self.learning_starts}")
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
@@ -218,7 +226,11 @@ def coerce(key: str, value: Any, where: str, cls: type[RunConfig] = DQNConfig) -
     """Convert a TOML value or a --set string into the field's type, or raise UsageError."""
     if key not in _fields(cls):
         raise _unknown_key(key, where, cls)
-    kind = typing.get_type_hints(cls)[key]
+    return coerce_scalar(key, value, typing.get_type_hints(cls)[key], where)
+
+
+def coerce_scalar(key: str, value: Any, kind: Any, where: str) -> Any:
+    """`value` (a TOML value or a command-line string) as `kind`: bool, int, finite float, str or tuple."""
     bad = UsageError(f"{key} in {where} must be {_type_name(kind)}, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
@@ -238,16 +250,19 @@ def coerce(key: str, value: Any, where: str, cls: type[RunConfig] = DQNConfig) -
                 number = float(value.replace("_", ""))
             except ValueError:
                 raise bad from None
-            if number.is_integer():
+            if math.isfinite(number) and number.is_integer():
                 return int(number)
         raise bad
     if kind is float:
         if isinstance(value, bool):
             raise bad
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise bad from None
+        if not math.isfinite(number):
+            raise UsageError(f"{key} in {where} must be a finite number, got {value!r}")
+        return number
     if kind is str:
         if isinstance(value, str):
             return value
@@ -260,9 +275,12 @@ def coerce(key: str, value: Any, where: str, cls: type[RunConfig] = DQNConfig) -
         try:
             if item_type is int:
                 return tuple(int(str(v).strip()) for v in items if str(v).strip())
-            return tuple(float(str(v).strip()) for v in items if str(v).strip())
+            numbers = tuple(float(str(v).strip()) for v in items if str(v).strip())
         except ValueError:
             raise bad from None
+        if not all(math.isfinite(v) for v in numbers):
+            raise UsageError(f"{key} in {where} must be finite numbers, got {value!r}")
+        return numbers
     raise AssertionError(f"unhandled config type {kind}")
 
 
@@ -286,6 +304,10 @@ def read_toml(path: Path) -> dict[str, Any]:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist; check the path given to --config") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a directory; give --config a TOML file") from None
+    except OSError as e:
+        raise UsageError(f"config file {path} cannot be read ({e.strerror}); check its permissions") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path} is not valid TOML ({e}); fix the file") from None
     # Presets may group values in tables ([dqn], [exploration], ...) for readability.

@@ -17,7 +17,7 @@ def show_agent(agent, seed_index: int = 0, max_rows: int = 40) -> None:
     params = jax.tree.map(lambda x: np.asarray(x[seed_index]), agent.params)
     info = f"{agent.algorithm} on {agent.env_id}, seed {agent.seeds[seed_index]}, {agent.weights} weights"
     if agent.algorithm in ("tabular-q", "sarsa"):
-        _show_table(console, params["q"], agent.env, info, max_rows)
+        _show_table(console, params["q"], agent.config.initial_q, info, max_rows)
         return
     table = Table(title=f"Parameters: {info}")
     for column in ("name", "shape", "mean", "std", "min", "max"):
@@ -29,7 +29,7 @@ def show_agent(agent, seed_index: int = 0, max_rows: int = 40) -> None:
     console.print(f"{sum(leaf.size for _, leaf in leaves)} parameters")
 
 
-def _show_table(console: Console, q: np.ndarray, env, info: str, max_rows: int) -> None:
+def _show_table(console: Console, q: np.ndarray, initial_q: float, info: str, max_rows: int) -> None:
     rows, actions = q.shape
     greedy = q.argmax(axis=1)
     if rows <= max_rows:
@@ -43,7 +43,7 @@ def _show_table(console: Console, q: np.ndarray, env, info: str, max_rows: int) 
             table.add_row(str(s), *cells, str(greedy[s]))
         console.print(table)
         return
-    initial = np.all(q == q[0, 0], axis=1) if rows else np.array([])
+    initial = np.all(q == np.float32(initial_q), axis=1)  # rows no update has touched
     visited = int((~initial).sum())
     console.print(f"Q-table: {info}")
     console.print(f"  {rows} states x {actions} actions; {visited} states ever updated ({visited / rows:.1%})")

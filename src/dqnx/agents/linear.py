@@ -71,12 +71,12 @@ def make_linear_learner(config: LinearConfig, env: Any) -> Learner:
 
         def half_squared_td(params):
             q = jnp.take_along_axis(q_values(params, batch.obs), batch.action[:, None], axis=-1)[:, 0]
-            return 0.5 * jnp.sum((jax.lax.stop_gradient(target) - q) ** 2), q
+            return 0.5 * jnp.mean((jax.lax.stop_gradient(target) - q) ** 2), q  # mean: the step size is per transition
 
         (loss, q_taken), grads = jax.value_and_grad(half_squared_td, has_aux=True)(state.params)
         params = jax.tree.map(lambda p, g: p - config.learning_rate * g, state.params, grads)
         td = target - q_taken
-        metrics = {"loss": loss / td.shape[0], "q_mean": q_taken.mean(), "td_abs": jnp.abs(td).mean()}
+        metrics = {"loss": loss, "q_mean": q_taken.mean(), "td_abs": jnp.abs(td).mean()}
         return LinearState(params=params, updates=state.updates + 1), metrics
 
     return Learner(init=init, act=act, learn=learn, q_values=q_values)

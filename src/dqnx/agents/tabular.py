@@ -91,21 +91,24 @@ def make_tabular_learner(config: TabularConfig, env: Any, sarsa: bool = False) -
     def act(params: Any, obs: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:
         return epsilon_greedy(q_values(params, obs), key, epsilon)
 
-    def learn(state: TabularState, batch: Batch, env_steps: jax.Array, key: jax.Array):
-        table = state.params["q"]
-        s, s_next = row_of(batch.obs), row_of(batch.next_obs)
-        q_next = table[s_next]
+    def update_one(table: jax.Array, transition):
+        obs, action, reward, next_obs, terminated, key, next_epsilon = transition
+        s, s_next = row_of(obs[None])[0], row_of(next_obs[None])[0]
         if sarsa:
-            next_epsilon = epsilon_at(config, env_steps + config.num_envs)
-            next_action = epsilon_greedy(q_next, key, next_epsilon)
-            next_value = jnp.take_along_axis(q_next, next_action[:, None], axis=-1)[:, 0]
+            next_action = epsilon_greedy(table[s_next][None], key, next_epsilon)[0]
+            next_value = table[s_next, next_action]
         else:
-            next_value = q_next.max(axis=-1)
-        target = batch.reward + config.gamma * (1.0 - batch.terminated.astype(jnp.float32)) * next_value
-        q_taken = table[s, batch.action]
-        td = target - q_taken
-        # Several envs may hit the same cell in one iteration: their updates add up.
-        table = table.at[s, batch.action].add(config.learning_rate * td)
+            next_value = table[s_next].max()
+        target = reward + config.gamma * (1.0 - terminated.astype(jnp.float32)) * next_value
+        td = target - table[s, action]
+        return table.at[s, action].add(config.learning_rate * td), (td, table[s, action])
+
+    def learn(state: TabularState, batch: Batch, env_steps: jax.Array, key: jax.Array):
+        """One TD update per transition, applied one after another (envs may share a cell)."""
+        n = batch.reward.shape[0]
+        next_epsilon = jnp.full((n,), epsilon_at(config, env_steps + config.num_envs))
+        transitions = (*batch, jax.random.split(key, n), next_epsilon)
+        table, (td, q_taken) = jax.lax.scan(update_one, state.params["q"], transitions)
         metrics = {"loss": 0.5 * jnp.mean(td**2), "q_mean": q_taken.mean(), "td_abs": jnp.abs(td).mean()}
         return TabularState(params={"q": table}, updates=state.updates + 1), metrics
 

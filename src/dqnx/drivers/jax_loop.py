@@ -147,10 +147,6 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
     return Program(config=config, env=env, learner=learner, init=init, chunk=chunk, evaluate=evaluate)
 
 
-def stack(trees: list[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
 def init_states(program: Program, seeds: list[int]) -> TrainState:
     """Train states of several seeds, stacked on a leading axis."""
     return jax.jit(jax.vmap(program.init))(jnp.stack([seed_key(s) for s in seeds]))

@@ -112,6 +112,7 @@ def train_run(
             raise UsageError(f"{run.path} has a checkpoint without dqnx progress metadata; it is corrupted") from None
         run.truncate_metrics(progress.env_steps)
         run.set_total_steps(config.total_steps)  # resume may extend a run; only after its checkpoint loaded
+        run.remove_summary()  # a new one is written at the end; a stale one must not outlive the resume
 
     threshold = env.solve_threshold
     last_checkpoint = progress.env_steps
@@ -122,6 +123,9 @@ def train_run(
     def checkpoint() -> None:
         run.save_checkpoint((state, best_params), {"progress": asdict(progress)})
         run.save_weights("last", state.agent.params, {"env_steps": progress.env_steps})
+
+    if not resume:
+        checkpoint()  # step 0: a run that dies before its first periodic checkpoint can still be resumed
 
     try:
         with _SignalFlag() as signals:

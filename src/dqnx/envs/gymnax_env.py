@@ -169,20 +169,31 @@ def _make_raw(env_id: str) -> tuple[Any, Any]:
 
 
 def _with_params(env_id: str, params: Any, env_params: dict[str, Any] | None) -> Any:
-    """The env's parameters with the user's overrides, each converted to its field's type."""
+    """The env's parameters with the user's overrides, each converted strictly to its field's type."""
     if not env_params:
         return params
+    from dqnx.config import coerce_scalar
+
     known = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
     changes = {}
     for name, value in env_params.items():
         if name not in known:
             raise UsageError(f"{env_id} has no parameter {name!r}; its parameters are {', '.join(known)}")
         kind = type(known[name]) if isinstance(known[name], (bool, int, float)) else float
-        try:
-            changes[name] = (str(value).lower() in ("1", "true", "yes")) if kind is bool else kind(float(value)) if kind is int else kind(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"env parameter {name} must be {kind.__name__}, got {value!r}") from None
-    return params.replace(**changes)
+        changes[name] = coerce_scalar(name, value, kind, "--env-param")
+    params = params.replace(**changes)
+    if params.max_steps_in_episode < 1:
+        raise UsageError(f"max_steps_in_episode must be at least 1, got {params.max_steps_in_episode}")
+    check = getattr(_env_class(env_id), "check_params", None)
+    if check is not None:
+        check(params)
+    return params
+
+
+def _env_class(env_id: str) -> Any:
+    from dqnx.envs.toy import TOY_ENVS
+
+    return TOY_ENVS.get(env_id)
 
 
 def make_gymnax(env_id: str, env_params: dict[str, Any] | None = None) -> JaxEnv:

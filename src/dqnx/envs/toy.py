@@ -12,7 +12,7 @@ Dungeon-v0, a corridor of `length` tiles (the "NChain" game):
   It never terminates: episodes are cut (truncated) after `max_steps_in_episode`.
   Optimal policy, with the defaults (length 5, slip 0.1, rewards 2 and 10), computed
   by value iteration (`dungeon_q_values`; tests/test_classic.py checks it):
-  always forward when gamma >= 0.7430: the walk to the end pays off. Below that,
+  always forward when gamma >= 0.7431: the walk to the end pays off. Below that,
   backward wins on the first tiles, which are furthest from the large reward: on
   tile 0 for gamma in [0.637, 0.743), tiles 0-1 from 0.485, tiles 0-2 from 0.2175,
   tiles 0-3 below that. Forward on the last tile (10 now) is always best.
@@ -34,6 +34,7 @@ import numpy as np
 from flax import struct
 
 from dqnx.envs.gymnax_env import _import_gymnax_module
+from dqnx.errors import UsageError
 
 environment = _import_gymnax_module("gymnax.environments.environment")
 spaces = _import_gymnax_module("gymnax.environments.spaces")
@@ -57,6 +58,13 @@ class DungeonParams(environment.EnvParams):
 
 
 class Dungeon(environment.Environment):
+    @staticmethod
+    def check_params(params: DungeonParams) -> None:
+        if params.length < 2:
+            raise UsageError(f"Dungeon-v0 needs length >= 2 tiles, got {params.length}")
+        if not 0.0 <= params.slip <= 1.0:
+            raise UsageError(f"Dungeon-v0's slip is a probability in [0, 1], got {params.slip}")
+
     @property
     def default_params(self) -> DungeonParams:
         return DungeonParams()
