@@ -1,0 +1,1 @@
+"""The run directory: config, checkpoints, weights, metrics, summary (run_dir.py)."""

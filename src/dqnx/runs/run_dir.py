@@ -1,0 +1,195 @@
+"""The run directory: what a finished (or interrupted) run leaves for the user.
+
+    config.json              env id, seeds, every hyperparameter, package versions
+    checkpoint.safetensors   full training state of every seed (resume), progress in its metadata
+    best.safetensors         online weights with the best periodic greedy evaluation, per seed
+    last.safetensors         online weights at the last checkpoint (and at the end), per seed
+    metrics.csv              one row per seed and chunk (train return, loss, epsilon, eval, speed)
+    summary.json             final evaluation and the headline figures (written at the end)
+
+Weight files hold one array per parameter with a leading seed axis; their metadata
+says the env step (and evaluation) each seed's weights come from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from dqnx.config import RunConfig, from_dict
+from dqnx.errors import UsageError
+from dqnx.runs.files import atomic_write_bytes, atomic_write_json, load_tree, read_json, save_tree
+
+FORMAT = "dqnx-run/1"
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.safetensors"
+BEST = "best.safetensors"
+LAST = "last.safetensors"
+METRICS = "metrics.csv"
+SUMMARY = "summary.json"
+
+METRIC_COLUMNS = [
+    "env_steps", "seed", "updates", "episodes", "train_return", "loss", "q_mean", "td_abs",
+    "epsilon", "eval_mean_return", "eval_std_return", "steps_per_second", "wall_seconds",
+]
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("dqnx", "jax", "jaxlib", "flax", "optax", "gymnax", "numpy", "safetensors"):
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def default_run_dir(env_id: str) -> Path:
+    base = Path("runs") / f"{env_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is: environment (and its parameter overrides), agent, seeds, hyperparameters."""
+
+    env_id: str
+    agent: str
+    env_params: dict[str, Any]
+    seeds: list[int]
+    config: RunConfig
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # --- creation ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, spec: "RunSpec") -> "RunDir":
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(f"{path} already exists and is not empty; pick another --out or continue it with --resume {path}")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create run directory {path} ({e.strerror}); pick another --out") from None
+        run = cls(path)
+        atomic_write_json(
+            path / CONFIG,
+            {
+                "format": FORMAT,
+                "env_id": spec.env_id,
+                "agent": spec.agent,
+                "env_params": spec.env_params,
+                "seeds": spec.seeds,
+                "config": spec.config.to_dict(),
+                "versions": package_versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+        atomic_write_bytes(path / METRICS, (",".join(METRIC_COLUMNS) + "\n").encode())
+        return run
+
+    # --- reading ----------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        path = Path(path)
+        if path.is_file():
+            raise UsageError(f"{path} is a file, not a run directory; pass the directory a `dqnx train` run wrote")
+        if not path.is_dir():
+            raise UsageError(f"run directory {path} does not exist; pass the directory a `dqnx train` run wrote")
+        if not (path / CONFIG).is_file():
+            raise UsageError(f"{path} is not a dqnx run directory (no {CONFIG}); pass the directory a `dqnx train` run wrote")
+        return cls(path)
+
+    def read_config(self) -> "RunSpec":
+        data = read_json(self.path / CONFIG, "run config")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise UsageError(f"{self.path / CONFIG} is not a dqnx run config (format {FORMAT}); was it written by dqnx?")
+        try:
+            env_id, seeds, values = data["env_id"], data["seeds"], data["config"]
+            agent, env_params = data.get("agent", "dqn"), data.get("env_params") or {}
+            if not (isinstance(env_id, str) and isinstance(seeds, list) and seeds and isinstance(values, dict)
+                    and isinstance(agent, str) and isinstance(env_params, dict)):
+                raise TypeError
+            seeds = [int(s) for s in seeds]
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"{self.path / CONFIG} is corrupted (env_id, seeds or config missing); restore it") from None
+        config = from_dict(values, str(self.path / CONFIG), agent)
+        return RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=config)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        data = read_json(self.path / CONFIG, "run config")
+        if data["config"].get("total_steps") != total_steps:
+            data["config"]["total_steps"] = total_steps
+            atomic_write_json(self.path / CONFIG, data)
+
+    def remove_summary(self) -> None:
+        (self.path / SUMMARY).unlink(missing_ok=True)
+
+    # --- weights and checkpoints ----------------------------------------------------
+    def save_weights(self, which: str, params: Any, info: dict[str, Any]) -> None:
+        save_tree(self.path / (BEST if which == "best" else LAST), params, info)
+
+    def load_weights(self, which: str, template: Any) -> tuple[Any, dict[str, Any]]:
+        return load_tree(self.path / (BEST if which == "best" else LAST), template)
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
+
+    def save_checkpoint(self, state: Any, progress: dict[str, Any]) -> None:
+        save_tree(self.path / CHECKPOINT, state, progress)
+
+    def load_checkpoint(self, template: Any) -> tuple[Any, dict[str, Any]]:
+        if not self.has_checkpoint():
+            raise UsageError(f"{self.path} has no {CHECKPOINT} to resume from; it stopped before its first checkpoint")
+        return load_tree(self.path / CHECKPOINT, template)
+
+    # --- metrics and summary ----------------------------------------------------------
+    def append_metrics(self, rows: list[dict[str, Any]]) -> None:
+        with open(self.path / METRICS, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            writer.writerows({k: _fmt(row.get(k)) for k in METRIC_COLUMNS} for row in rows)
+
+    def truncate_metrics(self, env_steps: int) -> None:
+        """Keep complete rows up to `env_steps` (a resumed run rewrites what came after)."""
+        path = self.path / METRICS
+        text = path.read_text() if path.is_file() else ""
+        keep = []
+        for row in csv.DictReader(io.StringIO(text)):
+            try:
+                if None not in row.values() and int(row["env_steps"]) <= env_steps:
+                    keep.append(row)
+            except (TypeError, ValueError):
+                continue
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(keep)
+        atomic_write_bytes(path, out.getvalue().encode())
+
+    def read_metrics(self) -> list[dict[str, str]]:
+        with open(self.path / METRICS, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.path / SUMMARY, summary)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.6g}"
+    return str(value)
