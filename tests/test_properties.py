@@ -250,3 +250,11 @@ def test_two_seeds_in_one_program(run_two_seeds, base):
     assert not np.array_equal(agent.q_values(obs, seed_index=0), agent.q_values(obs, seed_index=1))
     result = dqnx.evaluate(agent, episodes=4)
     assert result["episodes"] == 4 and result["seeds"] == 2 and len(result["per_seed"]) == 2  # episodes per seed
+
+
+def test_seeds_in_one_program_train_on_the_configured_cadence(tmp_path, tiny):
+    """Every 4 env steps from step 200 on, 2 gradient steps: (2000 - 200) / 4 + 1 = 451 phases."""
+    cfg = tiny(train_freq=4, gradient_steps=2)
+    run = dqnx.train("CartPole-v1", seeds=2, config=cfg, out=tmp_path / "cadence")
+    last = [row for row in metrics(run.path) if row["env_steps"] == "2000"]
+    assert [int(row["updates"]) for row in last] == [902, 902]

@@ -87,16 +87,19 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
             episode_return=jnp.zeros((n,), jnp.float32),
         )
 
-    def iteration(state: TrainState, _):
+    def iteration(state: TrainState, env_steps: jax.Array):
+        """One env step of every env, then learning. `env_steps` (steps before this one) is
+        the same for every seed, so under vmap the learner's "train now?" branch stays a
+        real branch instead of computing both sides for all seeds."""
         key, act_key, env_key, learn_key = jax.random.split(state.key, 4)
-        epsilon = epsilon_at(config, state.env_steps)
+        epsilon = epsilon_at(config, env_steps)
         action = learner.act(state.agent.params, state.obs, act_key, epsilon)
         next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(
             jax.random.split(env_key, n), state.env_state, action
         )
         # final_obs is the true successor (also after a truncation); next_obs may be a reset.
         fresh = Batch(obs=state.obs, action=action, reward=reward, next_obs=final_obs, terminated=terminated)
-        agent, metrics = learner.learn(state.agent, fresh, state.env_steps, learn_key)
+        agent, metrics = learner.learn(state.agent, fresh, env_steps, learn_key)
 
         episode_return = state.episode_return + reward
         done = terminated | truncated
@@ -117,8 +120,10 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
         )
         return new_state, output
 
-    def chunk(state: TrainState, iterations: int) -> tuple[TrainState, ChunkOutput]:
-        return jax.lax.scan(iteration, state, None, length=iterations)
+    def chunk(state: TrainState, iterations: int, start_step: jax.Array | None = None) -> tuple[TrainState, ChunkOutput]:
+        """`iterations` iterations from env step `start_step` (default: the state's own counter)."""
+        start = state.env_steps if start_step is None else start_step
+        return jax.lax.scan(iteration, state, start + n * jnp.arange(iterations, dtype=jnp.int32))
 
     def evaluate(params: Any, key: jax.Array, episodes: int) -> jax.Array:
         """Greedy returns of `episodes` episodes run side by side (the first episode of each).
@@ -194,11 +199,21 @@ class Compiled:
         self.compile_seconds += time.perf_counter() - start
         return compiled
 
-    def chunk(self, state: TrainState, iterations: int) -> tuple[TrainState, ChunkOutput]:
+    def chunk(self, state: TrainState, iterations: int, start_step: int) -> tuple[TrainState, ChunkOutput]:
+        """Run a chunk of every seed; all seeds stand at env step `start_step` (they move in lockstep)."""
+        start = jnp.asarray(start_step, jnp.int32)
         if iterations not in self._chunks:
-            fn = self._batched(lambda s: self.program.chunk(s, iterations))
-            self._chunks[iterations] = self._compile(fn, state, donate=(0,))
-        return self._chunks[iterations](state)
+            def one_seed(s, step):
+                return self.program.chunk(s, iterations, step)
+
+            if self.num_seeds == 1:
+                def fn(s, step):
+                    out = one_seed(jax.tree.map(lambda x: x[0], s), step)
+                    return jax.tree.map(lambda x: x[None], out)
+            else:
+                fn = jax.vmap(one_seed, in_axes=(0, None))
+            self._chunks[iterations] = self._compile(fn, state, start, donate=(0,))
+        return self._chunks[iterations](state, start)
 
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
         keys = self.place(keys)

@@ -132,7 +132,7 @@ def train_run(
             while progress.env_steps < config.total_steps:
                 chunk_start = time.perf_counter()
                 iterations = jax_loop.chunk_iterations(config, progress.env_steps)
-                state, output = compiled.chunk(state, iterations)
+                state, output = compiled.chunk(state, iterations, progress.env_steps)
                 chunk_stats = jax_loop.summarize_chunk(output)
                 progress.env_steps = int(jax.device_get(state.env_steps[0]))
                 returns = compiled.evaluate(
