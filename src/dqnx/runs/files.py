@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +35,25 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[str]:
+    """A temporary file beside `path`; on a clean exit it is synced and renamed onto `path`."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _atomic_target(Path(path)) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -88,19 +96,9 @@ def unflatten(template: Any, arrays: dict[str, np.ndarray], source: Path) -> Any
 
 def save_tree(path: Path, tree: Any, metadata: dict[str, Any] | None = None) -> None:
     """Atomically save a pytree (plus JSON metadata) as one safetensors file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        meta = {"dqnx": json.dumps(metadata or {})}
+    meta = {"dqnx": json.dumps(metadata or {})}
+    with _atomic_target(Path(path)) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in flatten(tree).items()}, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_tree(path: Path, template: Any) -> tuple[Any, dict[str, Any]]:

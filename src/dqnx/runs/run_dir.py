@@ -179,10 +179,6 @@ class RunDir:
         writer.writerows(keep)
         atomic_write_bytes(path, out.getvalue().encode())
 
-    def read_metrics(self) -> list[dict[str, str]]:
-        with open(self.path / METRICS, newline="") as f:
-            return list(csv.DictReader(f))
-
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, summary)
 
