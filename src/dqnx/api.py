@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 
 from dqnx.agents import make_learner  # noqa: E402
 from dqnx.config import RunConfig, build_config, config_class  # noqa: E402
-from dqnx.drivers import jax_loop  # noqa: E402
+from dqnx.drivers import jax_loop, make_driver  # noqa: E402
 from dqnx.drivers.trainer import Reporter, train_run  # noqa: E402
-from dqnx.envs import JaxEnv, make_env  # noqa: E402
+from dqnx.envs import Env, make_env, resolve_backend  # noqa: E402
 from dqnx.errors import UsageError  # noqa: E402
 from dqnx.runs.run_dir import RunDir, RunSpec, default_run_dir  # noqa: E402
 
@@ -56,9 +56,10 @@ def _seed_list(seed: int, seeds: int) -> list[int]:
 
 
 def train(
-    env_id: str | None = None,
+    env_id: Any = None,
     *,
     agent: str = "dqn",
+    backend: str | None = None,
     steps: int | None = None,
     seed: int = 0,
     seeds: int = 1,
@@ -72,6 +73,9 @@ def train(
 ) -> Run:
     """Train `agent` on `env_id` (or continue the run in `resume`) and return the finished Run.
 
+    env_id: a gymnax id (CartPole-v1, ...), a registered Gymnasium id (LunarLander-v3,
+    ALE/Pong-v5, ...), 'module.path:EnvClass', or a gymnasium.Env instance or factory.
+    backend: 'jax' or 'gymnasium'; by default gymnax's ids train on JAX, the rest on Gymnasium.
     agent: 'dqn' (default), 'tabular-q', 'sarsa' or 'linear-q'.
     config: a full config object, or a dict of overrides applied over the env's preset;
     config_file: a TOML file of overrides; steps: overrides total_steps;
@@ -79,7 +83,7 @@ def train(
     seeds > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
     """
     if resume is not None:
-        given = {"agent": agent != "dqn", "seed": seed != 0, "seeds": seeds != 1, "config": config is not None,
+        given = {"agent": agent != "dqn", "backend": backend is not None, "seed": seed != 0, "seeds": seeds != 1, "config": config is not None,
                  "config_file": config_file is not None, "env_params": env_params is not None, "out": out is not None}
         if any(given.values()):
             names = ", ".join(name for name, set_ in given.items() if set_)
@@ -95,25 +99,38 @@ def train(
             if steps != cfg.total_steps and getattr(cfg, "lr_schedule", "constant") != "constant":
                 raise UsageError(f"this run's {cfg.lr_schedule} learning-rate schedule is fixed by its total_steps; resume it without --steps")
             cfg = cfg.replace(total_steps=steps)
-        env = make_env(spec.env_id, spec.env_params)
+        env = make_env(spec.env_id, spec.env_params, spec.backend)
     else:
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
         config_class(agent)
-        env = make_env(env_id, env_params)
-        cfg = _resolve_config(env_id, agent, config, config_file, steps)
-        stored_params = {name: getattr(env.params, name) for name in (env_params or {})}  # converted values
-        spec = RunSpec(env_id=env_id, agent=agent, env_params=stored_params, seeds=_seed_list(seed, seeds), config=cfg)
+        chosen = resolve_backend(env_id, backend)
+        env = make_env(env_id, env_params, chosen)
+        cfg = _resolve_config(_preset_id(env), agent, config, config_file, steps)
+        spec = RunSpec(env_id=env.env_id, agent=agent, env_params=_stored_params(env, env_params),
+                       seeds=_seed_list(seed, seeds), config=cfg, backend=chosen)
         make_learner(agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
         if stop_when_solved and env.solve_threshold is None:
             raise UsageError(f"{env_id} has no solve threshold, so --until-solved would never stop; drop it")
-        run = RunDir.create(out if out is not None else default_run_dir(env_id), spec)
+        run = RunDir.create(out if out is not None else default_run_dir(env.env_id), spec)
     reporter = progress if isinstance(progress, Reporter) else (
         _rich_reporter(spec, run.path, resumed=resume is not None) if progress else None
     )
     summary = train_run(run, env, cfg, spec.seeds, agent=spec.agent, resume=resume is not None,
                         reporter=reporter, stop_when_solved=stop_when_solved)
     return Run(path=run.path, env_id=env.env_id, agent=spec.agent, seeds=spec.seeds, config=cfg, summary=summary)
+
+
+def _stored_params(env: Env, env_params: dict[str, Any] | None) -> dict[str, Any]:
+    """The env parameters to record in config.json, as the environment took them."""
+    if getattr(env, "backend", "jax") == "gymnasium":
+        return dict(env.params)
+    return {name: getattr(env.params, name) for name in (env_params or {})}  # converted values
+
+
+def _preset_id(env: Env) -> str:
+    """Presets are per environment; every Atari game shares presets/atari.toml."""
+    return "atari" if getattr(env, "atari", False) else env.env_id
 
 
 def _resolve_config(env_id: str, agent: str, config: Any, config_file: Any, steps: int | None) -> RunConfig:
@@ -138,7 +155,8 @@ def _rich_reporter(spec: RunSpec, path: Path, resumed: bool) -> Reporter:
     seeds = spec.seeds
     label = f"{spec.env_id} seed {seeds[0]}" if len(seeds) == 1 else f"{spec.env_id} seeds {seeds[0]}-{seeds[-1]}"
     verb = "resuming" if resumed else "training"
-    header = f"dqnx: {verb} {spec.agent} on {label} (backend: JAX-native, compiled loop) -> {path}"
+    loop = "JAX-native, compiled loop" if spec.backend == "jax" else "gymnasium, host loop"
+    header = f"dqnx: {verb} {spec.agent} on {label} (backend: {loop}) -> {path}"
     return RichReporter(label, header=header)
 
 
@@ -147,7 +165,7 @@ class Agent:
     """Trained weights of one run (a leading seed axis on every array) and how to use them."""
 
     run_dir: Path | None
-    env: JaxEnv
+    env: Env
     algorithm: str  # 'dqn', 'tabular-q', 'sarsa' or 'linear-q'
     seeds: list[int]
     config: RunConfig
@@ -167,7 +185,7 @@ class Agent:
         obs = jnp.asarray(obs)
         if self.env.num_states is not None and obs.ndim <= 1 and jnp.issubdtype(obs.dtype, jnp.integer):
             obs = jax.nn.one_hot(obs, self.env.num_states)
-        obs = obs.astype(jnp.float32)
+        obs = obs if obs.dtype == jnp.uint8 else obs.astype(jnp.float32)  # images stay bytes, as in training
         single = obs.ndim == len(self.env.obs_shape)
         params = jax.tree.map(lambda x: x[seed_index], self.params)
         q = _q_function(self.algorithm, self.config, self.env)(params, obs[None] if single else obs)
@@ -179,24 +197,29 @@ class Agent:
 
 
 @functools.lru_cache(maxsize=16)
-def _q_function(agent: str, config: RunConfig, env: JaxEnv):
+def _q_function(agent: str, config: RunConfig, env: Env):
     """The jitted Q-function, built once per (agent, config, env) rather than on every call."""
     return jax.jit(make_learner(agent, config, env).q_values)
 
 
-def load(run_dir: str | Path, weights: str = "best") -> Agent:
-    """Load a run's `best` (highest periodic greedy evaluation) or `last` weights."""
+def load(run_dir: str | Path, weights: str = "best", env: Any = None) -> Agent:
+    """Load a run's `best` (highest periodic greedy evaluation) or `last` weights.
+
+    env: for a run trained on a Gymnasium instance or factory that its recorded id
+    cannot rebuild, pass the same kind of environment again.
+    """
     if weights not in ("best", "last"):
         raise UsageError(f"weights must be 'best' or 'last', got {weights!r}")
     run = RunDir.open(run_dir)
     spec = run.read_config()
-    env = make_env(spec.env_id, spec.env_params)
-    program = jax_loop.make_program(spec.config, env, spec.agent)
+    built = make_env(env if env is not None else spec.env_id, None if env is not None else spec.env_params, spec.backend)
+    learner = make_learner(spec.agent, spec.config, built)
+    keys = jnp.stack([jax_loop.seed_key(s) for s in spec.seeds])
     # Shapes only: building the real initial state would allocate the replay buffer.
-    template = jax.eval_shape(lambda: jax_loop.init_states(program, spec.seeds).agent.params)
+    template = jax.eval_shape(lambda: jax.vmap(learner.init)(keys).params)
     params, info = run.load_weights(weights, template)
     params = jax.tree.map(jnp.asarray, params)
-    return Agent(run_dir=run.path, env=env, algorithm=spec.agent, seeds=spec.seeds, config=spec.config, params=params,
+    return Agent(run_dir=run.path, env=built, algorithm=spec.agent, seeds=spec.seeds, config=spec.config, params=params,
                  weights=weights, weights_info=info)
 
 
@@ -209,10 +232,12 @@ def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weig
         raise UsageError(f"episodes must be a positive integer, got {episodes!r}")
     if not isinstance(agent, Agent):
         agent = load(agent, weights=weights)
-    program = jax_loop.make_program(agent.config, agent.env, agent.algorithm)
-    compiled = jax_loop.Compiled(program, len(agent.seeds))
-    keys = jax_loop.eval_keys([seed] * len(agent.seeds), jax_loop.USER_EVAL_STREAM, 0)
-    returns = compiled.evaluate(compiled.place(agent.params), keys, episodes)
+    driver = make_driver(agent.config, agent.env, agent.algorithm, agent.seeds)
+    try:
+        keys = jax_loop.eval_keys([seed] * len(agent.seeds), jax_loop.USER_EVAL_STREAM, 0)
+        returns = driver.evaluate(driver.place(agent.params), keys, episodes)
+    finally:
+        driver.close()
     return {
         "env_id": agent.env_id,
         "mean_return": float(returns.mean()),

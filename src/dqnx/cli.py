@@ -28,8 +28,10 @@ def _err(message: str) -> None:
 
 @app.command()
 def train(
-    env_id: Optional[str] = typer.Argument(None, help="Environment id, e.g. CartPole-v1 (see `dqnx envs`). Omit with --resume."),
+    env_id: Optional[str] = typer.Argument(None, help="Environment: a gymnax id (see `dqnx envs`), a Gymnasium id (LunarLander-v3, ALE/Pong-v5) or module.path:EnvClass. Omit with --resume."),
     agent: str = typer.Option("dqn", "--agent", help="dqn, tabular-q, sarsa or linear-q."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="jax (gymnax, compiled loop) or gymnasium (host loop); default: jax for gymnax's ids, else gymnasium."),
+    num_envs: Optional[int] = typer.Option(None, "--num-envs", help="Environments stepped in parallel per seed (same as --set num_envs=N)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Env steps to train (default: the preset's total_steps)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the (first) run."),
     seeds: int = typer.Option(1, "--seeds", help="Train this many seeds (seed, seed+1, ...) side by side in one program."),
@@ -51,9 +53,14 @@ def train(
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     if seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed}")
-    if resume is not None and (set_ or config is not None or out is not None or seeds != 1 or seed != 0 or env_param or agent != "dqn"):
-        raise UsageError("--resume continues a run with its saved settings; drop --agent, --set, --config, --env-param, --out, --seed and --seeds (only --steps may extend it)")
+    if resume is not None and (set_ or config is not None or out is not None or seeds != 1 or seed != 0 or env_param
+                               or agent != "dqn" or backend is not None or num_envs is not None):
+        raise UsageError("--resume continues a run with its saved settings; drop --agent, --backend, --num-envs, --set, --config, --env-param, --out, --seed and --seeds (only --steps may extend it)")
+    if num_envs is not None and num_envs <= 0:
+        raise UsageError(f"--num-envs must be at least 1, got {num_envs}")
     overrides = parse_set(set_)
+    if num_envs is not None:
+        overrides["num_envs"] = num_envs
     env_params = parse_set(env_param, option="--env-param")
 
     from dqnx import api
@@ -61,6 +68,7 @@ def train(
     run = api.train(
         env_id,
         agent=agent,
+        backend=backend,
         env_params=env_params or None,
         steps=steps,
         seed=seed,

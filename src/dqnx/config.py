@@ -54,6 +54,7 @@ class RunConfig:
     eval_episodes: int = _doc("Episodes per periodic greedy evaluation (run in parallel inside JAX).", default=100)
     final_eval_episodes: int = _doc("Fresh episodes of the final evaluation of the best weights.", default=100)
     checkpoint_every: int = _doc("Write a resumable checkpoint every this many env steps (and on Ctrl-C).", default=10_000)
+    vector_mode: str = _doc("Gymnasium backend: 'sync' steps the envs one after another in this process, 'async' in one subprocess each.", default="sync")
 
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
@@ -77,6 +78,7 @@ class RunConfig:
         if self.epsilon_schedule == "exponential" and self.epsilon_end <= 0 < self.epsilon_start:
             raise UsageError("an exponential epsilon schedule needs epsilon_end > 0; set --set epsilon_end=0.01 or use linear")
         _choice(self, "epsilon_schedule", ("linear", "exponential"))
+        _choice(self, "vector_mode", ("sync", "async"))
         return self
 
 
@@ -95,7 +97,8 @@ class DQNConfig(RunConfig):
     """Every hyperparameter of a DQN run. Defaults are CleanRL-like; presets tune them."""
 
     # --- network and optimizer ------------------------------------------------------
-    hidden_sizes: tuple[int, ...] = _doc("Widths of the MLP's hidden layers (ReLU between them).", default=(120, 84))
+    network: str = _doc("'auto' (the Nature CNN for image observations, else an MLP), 'mlp' or 'cnn'.", default="auto")
+    hidden_sizes: tuple[int, ...] = _doc("Widths of the hidden dense layers (ReLU between them); for the CNN, those after its convolutions.", default=(120, 84))
     learning_rate: float = _doc("Adam step size (the peak value when a schedule is used).", default=1e-3)
     lr_schedule: str = _doc("'constant', 'linear' (to 0 at total_steps) or 'cosine' decay of the learning rate.", default="constant")
     adam_eps: float = _doc("Adam's epsilon (numerical stability term).", default=1e-8)
@@ -138,6 +141,7 @@ class DQNConfig(RunConfig):
         if not 0.0 < self.tau <= 1.0:
             raise UsageError(f"tau must lie in (0, 1] (1 = hard copy), got {self.tau}")
         _choice(self, "loss", ("huber", "mse"))
+        _choice(self, "network", ("auto", "mlp", "cnn"))
         _choice(self, "lr_schedule", ("constant", "linear", "cosine"))
         return self
 

@@ -18,13 +18,19 @@ from dqnx.config import RunConfig
 
 
 class Batch(NamedTuple):
-    """Transitions; `next_obs` is the true successor, also after a truncation."""
+    """Transitions; `next_obs` is the true successor, also after a truncation.
+
+    `episode_end` (terminated | truncated) is given when transitions are stored: replay
+    that rebuilds stacked frames needs to know where episodes start. Sampled batches
+    leave it None.
+    """
 
     obs: Any
     action: Any
     reward: Any
     next_obs: Any
     terminated: Any
+    episode_end: Any = None
 
 
 class Learner(NamedTuple):
@@ -39,7 +45,8 @@ def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
     if agent == "dqn":
         from dqnx.agents.dqn import make_dqn_learner
 
-        return make_dqn_learner(config, env.obs_shape, env.num_actions)
+        return make_dqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
+                                frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None))
     if agent in ("tabular-q", "sarsa"):
         from dqnx.agents.tabular import make_tabular_learner
 

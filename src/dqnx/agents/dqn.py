@@ -26,23 +26,10 @@ import optax
 
 from dqnx.agents import Batch, Learner
 from dqnx.agents.exploration import epsilon_at, epsilon_greedy
+from dqnx.agents.networks import QNetwork, make_network
 from dqnx.config import DQNConfig
 
 __all__ = ["QNetwork", "Batch", "AgentState", "DQN", "make_dqn", "make_dqn_learner", "td_target", "td_loss", "epsilon_at"]
-
-
-class QNetwork(nn.Module):
-    """MLP from a (batch of) observation(s) to one Q-value per action."""
-
-    num_actions: int
-    hidden_sizes: tuple[int, ...]
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.reshape(obs.shape[0], -1)
-        for width in self.hidden_sizes:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_actions)(x)
 
 
 @flax.struct.dataclass
@@ -114,19 +101,20 @@ class DQN(NamedTuple):
     """The pure functions of one configured DQN agent."""
 
     config: DQNConfig
-    network: QNetwork
+    network: nn.Module
     init: Callable[[jax.Array], AgentState]
     q_values: Callable[[Any, jax.Array], jax.Array]
     act: Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
     update: Callable[[AgentState, Batch], tuple[AgentState, dict[str, jax.Array]]]
 
 
-def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int) -> DQN:
-    network = QNetwork(num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes))
+def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, obs_dtype: Any = jnp.float32,
+             image_layout: str | None = None) -> DQN:
+    network = make_network(config.network, num_actions, tuple(config.hidden_sizes), obs_shape, image_layout)
     optimizer = make_optimizer(config, total_gradient_updates(config))
 
     def init(key: jax.Array) -> AgentState:
-        params = network.init(key, jnp.zeros((1, *obs_shape), jnp.float32))
+        params = network.init(key, jnp.zeros((1, *obs_shape), obs_dtype))
         return AgentState(
             params=params,
             target_params=params,
@@ -184,20 +172,31 @@ class DQNLearnerState:
         return self.agent.updates
 
 
-def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int):
-    """DQN as a `dqnx.agents.Learner`: replay storage and the training cadence around `update`."""
-    from dqnx.replay import uniform
+def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, obs_dtype: Any = "float32",
+                     frame_stack: int = 0, image_layout: str | None = None):
+    """DQN as a `dqnx.agents.Learner`: replay storage and the training cadence around `update`.
 
-    dqn = make_dqn(config, obs_shape, num_actions)
+    Stacked-frame observations (Atari, `frame_stack` > 0) use replay that stores each
+    frame once (replay/frames.py); others a uniform ring of whole transitions.
+    """
+    from dqnx.replay import frames, uniform
+
+    obs_dtype = jnp.dtype(obs_dtype)
+    dqn = make_dqn(config, obs_shape, num_actions, obs_dtype, image_layout)
     n = config.num_envs
     capacity = config.buffer_size if config.replay else n
+    replay_module = frames if (frame_stack and config.replay) else uniform
 
     def init(key: jax.Array) -> DQNLearnerState:
-        return DQNLearnerState(agent=dqn.init(key), replay=uniform.init_replay(capacity, obs_shape))
+        if replay_module is frames:
+            replay = frames.init_frame_replay(capacity, n, obs_shape)
+        else:
+            replay = uniform.init_replay(capacity, obs_shape, obs_dtype)
+        return DQNLearnerState(agent=dqn.init(key), replay=replay)
 
     def train_phase(agent: AgentState, replay: Any, fresh: Batch, key: jax.Array):
         def one_step(agent, step_key):
-            batch = uniform.sample(replay, step_key, config.batch_size) if config.replay else fresh
+            batch = replay_module.sample(replay, step_key, config.batch_size) if config.replay else fresh
             return dqn.update(agent, batch)
 
         agent, metrics = jax.lax.scan(one_step, agent, jax.random.split(key, config.gradient_steps))
@@ -209,7 +208,7 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
 
     def learn(state: DQNLearnerState, fresh: Batch, env_steps: jax.Array, key: jax.Array):
         """Store this iteration's transitions; train when the cadence says so (nan metrics otherwise)."""
-        replay = uniform.add(state.replay, fresh)
+        replay = replay_module.add(state.replay, fresh)
         after = env_steps + n
         do_train = (after >= config.learning_starts) & (after // config.train_freq > env_steps // config.train_freq)
         agent, metrics = jax.lax.cond(do_train, train_phase, skip_phase, state.agent, replay, fresh, key)

@@ -107,7 +107,7 @@ def make_tabular_learner(config: TabularConfig, env: Any, sarsa: bool = False) -
         """One TD update per transition, applied one after another (envs may share a cell)."""
         n = batch.reward.shape[0]
         next_epsilon = jnp.full((n,), epsilon_at(config, env_steps + config.num_envs))
-        transitions = (*batch, jax.random.split(key, n), next_epsilon)
+        transitions = (batch.obs, batch.action, batch.reward, batch.next_obs, batch.terminated, jax.random.split(key, n), next_epsilon)
         table, (td, q_taken) = jax.lax.scan(update_one, state.params["q"], transitions)
         metrics = {"loss": 0.5 * jnp.mean(td**2), "q_mean": q_taken.mean(), "td_abs": jnp.abs(td).mean()}
         return TabularState(params={"q": table}, updates=state.updates + 1), metrics

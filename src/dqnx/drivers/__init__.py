@@ -1,1 +1,21 @@
-"""Training loops. jax_loop.py: the compiled loop for JAX-native environments."""
+"""Drivers: the training loops. jax_loop.py compiles the whole loop for JAX-native
+environments; host_loop.py steps Gymnasium environments in Python around the same
+jitted agent; trainer.py is the host side both share (evaluation, files, progress).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_driver(config: Any, env: Any, agent: str, seeds: list[int]) -> Any:
+    """The loop for `env`'s backend, with the methods the trainer uses:
+    init_states(seeds), place(tree), chunk(state, iterations, start_step),
+    evaluate(params, keys, episodes), compile_seconds, close()."""
+    if getattr(env, "backend", "jax") == "gymnasium":
+        from dqnx.drivers.host_loop import HostDriver
+
+        return HostDriver(config, env, agent, seeds)
+    from dqnx.drivers import jax_loop
+
+    return jax_loop.Compiled(jax_loop.make_program(config, env, agent), len(seeds))

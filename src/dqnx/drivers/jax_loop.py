@@ -182,6 +182,12 @@ class Compiled:
             NamedSharding(Mesh(np.array(devices[:share]), ("seeds",)), PartitionSpec("seeds")) if share > 1 else None
         )
 
+    def init_states(self, seeds: list[int]) -> TrainState:
+        return init_states(self.program, seeds)
+
+    def close(self) -> None:
+        """Nothing to release: the environments live inside the program."""
+
     def place(self, tree: Any) -> Any:
         """Put a seed-stacked pytree where the compiled program expects it."""
         if self.sharding is None:

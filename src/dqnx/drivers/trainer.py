@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dqnx.config import RunConfig
-from dqnx.drivers import jax_loop
-from dqnx.envs import JaxEnv
+from dqnx.drivers import jax_loop, make_driver
+from dqnx.envs import Env
 from dqnx.errors import Interrupted, UsageError
 from dqnx.runs.run_dir import RunDir
 
@@ -87,7 +87,7 @@ def _median(values: list[Any]) -> Any:
 
 def train_run(
     run: RunDir,
-    env: JaxEnv,
+    env: Env,
     config: RunConfig,
     seeds: list[int],
     *,
@@ -98,9 +98,15 @@ def train_run(
 ) -> dict[str, Any]:
     """Train `seeds` side by side in `run`, or continue it; returns the summary."""
     reporter = reporter or Reporter()
-    program = jax_loop.make_program(config, env, agent)
-    compiled = jax_loop.Compiled(program, len(seeds))
-    state = compiled.place(jax_loop.init_states(program, seeds))
+    compiled = make_driver(config, env, agent, seeds)
+    try:
+        return _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved)
+    finally:
+        compiled.close()
+
+
+def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved) -> dict[str, Any]:
+    state = compiled.place(compiled.init_states(seeds))
     best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
     progress = Progress.fresh(len(seeds))
     if resume:
@@ -206,7 +212,7 @@ def train_run(
     return summary
 
 
-def make_summary(env: JaxEnv, config: RunConfig, seeds: list[int], progress: Progress, final: np.ndarray) -> dict[str, Any]:
+def make_summary(env: Env, config: RunConfig, seeds: list[int], progress: Progress, final: np.ndarray) -> dict[str, Any]:
     threshold = env.solve_threshold
     per_seed = []
     for i, seed in enumerate(seeds):

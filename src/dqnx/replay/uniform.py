@@ -24,12 +24,13 @@ class ReplayBuffer:
         return self.storage.reward.shape[0]
 
 
-def init_replay(capacity: int, obs_shape: tuple[int, ...]) -> ReplayBuffer:
+def init_replay(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32) -> ReplayBuffer:
+    """An empty buffer; image observations keep their uint8 dtype (a quarter of float32's bytes)."""
     storage = Batch(
-        obs=jnp.zeros((capacity, *obs_shape), jnp.float32),
+        obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
         action=jnp.zeros((capacity,), jnp.int32),
         reward=jnp.zeros((capacity,), jnp.float32),
-        next_obs=jnp.zeros((capacity, *obs_shape), jnp.float32),
+        next_obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
         terminated=jnp.zeros((capacity,), bool),
     )
     return ReplayBuffer(storage=storage, position=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
@@ -37,6 +38,7 @@ def init_replay(capacity: int, obs_shape: tuple[int, ...]) -> ReplayBuffer:
 
 def add(buffer: ReplayBuffer, transitions: Batch) -> ReplayBuffer:
     """Write a batch of transitions (leading axis n), overwriting the oldest ones."""
+    transitions = transitions._replace(episode_end=None)  # episode boundaries matter only to frame replay
     n = transitions.reward.shape[0]
     slots = (buffer.position + jnp.arange(n)) % buffer.capacity
     storage = jax.tree.map(lambda store, new: store.at[slots].set(new.astype(store.dtype)), buffer.storage, transitions)

@@ -42,7 +42,7 @@ METRIC_COLUMNS = [
 
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in ("dqnx", "jax", "jaxlib", "flax", "optax", "gymnax", "numpy", "safetensors"):
+    for name in ("dqnx", "jax", "jaxlib", "flax", "optax", "gymnax", "gymnasium", "ale-py", "numpy", "safetensors"):
         try:
             out[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
@@ -51,7 +51,8 @@ def package_versions() -> dict[str, str]:
 
 
 def default_run_dir(env_id: str) -> Path:
-    base = Path("runs") / f"{env_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = env_id.replace("/", "-").replace(":", "-")  # ALE/Pong-v5, module.path:EnvClass
+    base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -68,6 +69,7 @@ class RunSpec:
     env_params: dict[str, Any]
     seeds: list[int]
     config: RunConfig
+    backend: str = "jax"  # 'jax' (gymnax, compiled loop) or 'gymnasium' (host loop)
 
 
 class RunDir:
@@ -90,6 +92,7 @@ class RunDir:
             {
                 "format": FORMAT,
                 "env_id": spec.env_id,
+                "backend": spec.backend,
                 "agent": spec.agent,
                 "env_params": spec.env_params,
                 "seeds": spec.seeds,
@@ -120,14 +123,15 @@ class RunDir:
         try:
             env_id, seeds, values = data["env_id"], data["seeds"], data["config"]
             agent, env_params = data.get("agent", "dqn"), data.get("env_params") or {}
+            backend = data.get("backend", "jax")
             if not (isinstance(env_id, str) and isinstance(seeds, list) and seeds and isinstance(values, dict)
-                    and isinstance(agent, str) and isinstance(env_params, dict)):
+                    and isinstance(agent, str) and isinstance(env_params, dict) and backend in ("jax", "gymnasium")):
                 raise TypeError
             seeds = [int(s) for s in seeds]
         except (KeyError, TypeError, ValueError):
             raise UsageError(f"{self.path / CONFIG} is corrupted (env_id, seeds or config missing); restore it") from None
         config = from_dict(values, str(self.path / CONFIG), agent)
-        return RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=config)
+        return RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=config, backend=backend)
 
     def set_total_steps(self, total_steps: int) -> None:
         data = read_json(self.path / CONFIG, "run config")

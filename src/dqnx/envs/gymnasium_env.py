@@ -1,0 +1,286 @@
+"""Adapter for Gymnasium environments: any registered id, a `module.path:EnvClass`, an
+instance or a factory; Atari through ale-py with the standard preprocessing.
+
+Gymnasium environments are Python objects stepped on the host, so they train through
+the host loop (drivers/host_loop.py), which calls the same jitted agent functions as
+the compiled loop. A `GymEnv` describes the environment as the agents see it (shapes,
+action count, bounds) and builds wrapped instances and vector environments of it:
+
+    env = make_gymnasium("LunarLander-v3")
+    vec = env.make_vector(8, mode="async")       # 8 copies, auto-reset in the same step
+    frames_env = env.make(train=False, render_mode="rgb_array")
+
+Observations: a Box of any shape (float32 for the agents; uint8 images stay uint8 so
+replay stores a quarter of the bytes) or a Discrete space (one-hot). Actions: one
+Discrete space. Anything else is refused with the reason and what would work.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dqnx.errors import UsageError
+
+# Evaluation episodes of an environment without a time limit are cut after this many steps.
+EVAL_STEP_CAP = 100_000
+
+SUPPORTED = (
+    "dqnx takes a Discrete action space and Box (any shape) or Discrete observations, "
+    "e.g. CartPole-v1, LunarLander-v3, ALE/Pong-v5"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class GymEnv:
+    """A Gymnasium environment as dqnx's agents see it, and how to build it.
+
+    `factory(render_mode)` builds the raw environment (before dqnx's wrappers);
+    `make` adds them. For Atari, training copies end an episode at a life loss and
+    clip rewards to [-1, 1]; evaluation copies (train=False) play whole games and
+    report the true score.
+    """
+
+    env_id: str
+    factory: Callable[[str | None], Any]
+    params: dict[str, Any]
+    obs_shape: tuple[int, ...]
+    obs_dtype: Any
+    num_actions: int
+    max_episode_steps: int | None
+    solve_threshold: float | None
+    num_states: int | None = None
+    obs_low: Any = None
+    obs_high: Any = None
+    atari: bool = False
+    frame_stack: int = 0  # > 0: observations stack this many frames on axis 0 (replay stores each frame once)
+    image_layout: str | None = None  # 'CHW' or 'HWC' for image observations, else None
+    backend: str = field(default="gymnasium", init=False)
+
+    def make(self, *, train: bool = True, render_mode: str | None = None) -> Any:
+        """One environment with dqnx's wrappers (Atari preprocessing, one-hot observations)."""
+        env = self.factory(render_mode)
+        if not train and self.max_episode_steps is None:
+            env = gym.wrappers.TimeLimit(env, EVAL_STEP_CAP)  # evaluation must end even for a perfect agent
+        if self.atari:
+            from dqnx.envs.atari import atari_wrappers
+
+            return atari_wrappers(env, train)
+        if self.num_states is not None:
+            env = _one_hot(env, self.num_states)
+        return env
+
+    def make_vector(self, num_envs: int, *, mode: str = "sync", train: bool = True) -> Any:
+        """`num_envs` copies that auto-reset in the step that ends an episode.
+
+        Same-step autoreset keeps the true last observation in info["final_obs"] for
+        bootstrapping, and the returned observation is the next episode's first.
+        """
+        from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+        makers = [lambda: self.make(train=train) for _ in range(num_envs)]
+        if mode == "async":
+            return AsyncVectorEnv(makers, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn")
+        return SyncVectorEnv(makers, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def parse_env_value(value: Any) -> Any:
+    """A `--env-param` value from the command line: TOML literal (1, 0.5, true, "x") or plain text."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def is_atari_id(env_id: str) -> bool:
+    return env_id.startswith("ALE/")
+
+
+def registered(env_id: str) -> bool:
+    """Whether `env_id` names a Gymnasium environment (registering Atari's if asked for)."""
+    if is_atari_id(env_id):
+        _register_atari()
+    return env_id in gym.envs.registry
+
+
+def _register_atari() -> None:
+    try:
+        import ale_py
+    except ImportError:
+        raise UsageError("Atari environments need ale-py; install it with `pip install 'dqnx[atari]'`") from None
+    gym.register_envs(ale_py)
+
+
+def make_gymnasium(env: Any, env_params: dict[str, Any] | None = None) -> GymEnv:
+    """Describe a Gymnasium environment given as an id, 'module.path:EnvClass', an instance or a factory."""
+    params = {k: parse_env_value(v) for k, v in (env_params or {}).items()}
+    if isinstance(env, gym.Env):
+        instance = env
+        # A fresh copy per vector slot and per evaluation, so training never shares state.
+        env_id = _instance_id(instance)
+        if params:
+            raise UsageError("env_params apply to environments dqnx builds; configure the instance you pass instead")
+        return _describe(env_id, lambda render_mode=None: copy.deepcopy(instance), params, probe=copy.deepcopy(instance))
+    if callable(env) and not isinstance(env, str):
+        factory = env
+        env_id = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
+        return _describe(env_id, _kwargs_factory(env_id, factory, params), params)
+    if not isinstance(env, str) or not env:
+        raise UsageError(f"an environment is an id string, a gymnasium.Env or a factory; got {type(env).__name__}")
+    env_id = env
+    if ":" in env_id and not registered(env_id):
+        return _describe(env_id, _kwargs_factory(env_id, _import_class(env_id), params), params)
+    if is_atari_id(env_id):
+        _register_atari()
+        if not registered(env_id):
+            _unknown(env_id)
+        from dqnx.envs.atari import describe_atari
+
+        return describe_atari(env_id, params)
+    if not registered(env_id):
+        _unknown(env_id)
+
+    def factory(render_mode: str | None = None) -> Any:
+        return gym.make(env_id, render_mode=render_mode, **params)
+
+    return _describe(env_id, checked_factory(env_id, factory), params)
+
+
+def _instance_id(instance: Any) -> str:
+    spec = getattr(instance, "spec", None)
+    if spec is not None and getattr(spec, "id", None):
+        return spec.id
+    cls = type(instance.unwrapped)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _import_class(env_id: str) -> Callable[..., Any]:
+    module_name, _, attr = env_id.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(f"cannot import {module_name!r} for {env_id!r} ({e}); is the module on PYTHONPATH?") from None
+    target = getattr(module, attr, None)
+    if target is None:
+        raise UsageError(f"module {module_name!r} has no {attr!r}; give 'module.path:EnvClass' of a gymnasium.Env")
+    if not callable(target):
+        raise UsageError(f"{env_id!r} is not a class or factory; give 'module.path:EnvClass' of a gymnasium.Env")
+    return target
+
+
+def _kwargs_factory(env_id: str, target: Callable[..., Any], params: dict[str, Any]) -> Callable[[str | None], Any]:
+    """A user's class or factory with its parameters; max_episode_steps adds a time limit."""
+    kwargs = dict(params)
+    limit = kwargs.pop("max_episode_steps", None)
+
+    def factory(render_mode: str | None = None) -> Any:
+        try:
+            env = target(**kwargs, render_mode=render_mode) if render_mode else target(**kwargs)
+        except TypeError as e:
+            raise UsageError(f"cannot build {env_id} with parameters {kwargs} ({e})") from None
+        if not isinstance(env, gym.Env):
+            raise UsageError(f"{env_id} built a {type(env).__name__}, not a gymnasium.Env")
+        if limit is not None:
+            env = gym.wrappers.TimeLimit(env, int(limit))
+        return env
+
+    return factory
+
+
+def checked_factory(env_id: str, factory: Callable[[str | None], Any]) -> Callable[[str | None], Any]:
+    """Turn the errors of building a registered env into one-line UsageErrors."""
+
+    def build(render_mode: str | None = None) -> Any:
+        try:
+            return factory(render_mode)
+        except gym.error.DependencyNotInstalled as e:
+            extra = "box2d" if "box2d" in str(e).lower() else None
+            how = f"`pip install 'dqnx[{extra}]'`" if extra else "install the package it names"
+            raise UsageError(f"{env_id} needs a package that is not installed ({str(e).splitlines()[0]}); {how}") from None
+        except TypeError as e:
+            raise UsageError(f"{env_id} does not take those parameters ({e}); check --env-param") from None
+
+    return build
+
+
+def _unknown(env_id: str) -> None:
+    from dqnx.envs.gymnax_env import DISCRETE_ENVS
+
+    known = list(gym.envs.registry) + [e for family in DISCRETE_ENVS.values() for e in family]
+    close = difflib.get_close_matches(env_id, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(
+        f"unknown environment {env_id!r}; {hint}give a gymnax id (`dqnx envs`), a registered Gymnasium id "
+        "or 'module.path:EnvClass'"
+    )
+
+
+def _space_error(env_id: str, what: str) -> UsageError:
+    return UsageError(f"{env_id} has {what}; {SUPPORTED}")
+
+
+def action_count(env_id: str, space: Any) -> int:
+    if isinstance(space, spaces.Discrete):
+        if int(space.start) != 0:
+            raise _space_error(env_id, f"a Discrete action space starting at {space.start}; wrap it so actions start at 0")
+        return int(space.n)
+    if isinstance(space, spaces.Box):
+        raise _space_error(env_id, "continuous (Box) actions, which a Q-function cannot maximize over")
+    if isinstance(space, (spaces.MultiDiscrete, spaces.MultiBinary)):
+        raise _space_error(env_id, f"{type(space).__name__} actions; flatten them into one Discrete space with a wrapper")
+    raise _space_error(env_id, f"{type(space).__name__} actions")
+
+
+def _describe(env_id: str, factory: Callable[[str | None], Any], params: dict[str, Any], probe: Any = None) -> GymEnv:
+    env = probe if probe is not None else factory(None)
+    try:
+        num_actions = action_count(env_id, env.action_space)
+        obs_space = env.observation_space
+        num_states = low = high = None
+        layout = None
+        if isinstance(obs_space, spaces.Discrete):
+            if int(obs_space.start) != 0:
+                raise _space_error(env_id, f"Discrete observations starting at {obs_space.start}")
+            num_states = int(obs_space.n)
+            shape, dtype = (num_states,), np.dtype(np.float32)
+        elif isinstance(obs_space, spaces.Box):
+            shape = tuple(obs_space.shape)
+            if not shape:
+                shape = (1,)
+            image = obs_space.dtype == np.uint8 and len(shape) == 3
+            dtype = np.dtype(np.uint8) if image else np.dtype(np.float32)
+            layout = ("CHW" if shape[0] <= 4 < shape[-1] else "HWC") if image else None
+            low = np.broadcast_to(np.asarray(obs_space.low, np.float64), shape)
+            high = np.broadcast_to(np.asarray(obs_space.high, np.float64), shape)
+        else:
+            hint = " (flatten it with gymnasium.wrappers.FlattenObservation)" if isinstance(
+                obs_space, (spaces.Dict, spaces.Tuple, spaces.MultiDiscrete, spaces.MultiBinary)) else ""
+            raise _space_error(env_id, f"{type(obs_space).__name__} observations{hint}")
+        spec = getattr(env, "spec", None)
+        max_steps = getattr(spec, "max_episode_steps", None) if spec is not None else None
+        threshold = getattr(spec, "reward_threshold", None) if spec is not None else None
+    finally:
+        env.close()
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise _space_error(env_id, f"observations of shape {shape}")
+    return GymEnv(
+        env_id=env_id, factory=factory, params=params, obs_shape=shape, obs_dtype=dtype, num_actions=num_actions,
+        max_episode_steps=max_steps, solve_threshold=None if threshold is None else float(threshold),
+        num_states=num_states, obs_low=low, obs_high=high, image_layout=layout,
+    )
+
+
+def _one_hot(env: Any, n: int) -> Any:
+    space = gym.spaces.Box(0.0, 1.0, (n,), np.float32)
+    eye = np.eye(n, dtype=np.float32)
+    return gym.wrappers.TransformObservation(env, lambda s: eye[int(s)], space)
