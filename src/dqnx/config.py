@@ -53,6 +53,7 @@ class RunConfig:
     eval_every: int = _doc("Greedy evaluation every this many env steps (also the chunk length of the compiled loop).", default=1_000)
     eval_episodes: int = _doc("Episodes per periodic greedy evaluation (run in parallel inside JAX).", default=100)
     final_eval_episodes: int = _doc("Fresh episodes of the final evaluation of the best weights.", default=100)
+    eval_epsilon: float = _doc("Exploration rate during evaluations: 0 is greedy; Atari uses 0.05 (as Mnih et al. 2015) so a game cannot stall.", default=0.0)
     checkpoint_every: int = _doc("Write a resumable checkpoint every this many env steps (and on Ctrl-C).", default=10_000)
     vector_mode: str = _doc("Gymnasium backend: 'sync' steps the envs one after another in this process, 'async' in one subprocess each.", default="sync")
 
@@ -70,7 +71,7 @@ class RunConfig:
             _positive(self, name)
         if not 0.0 <= self.gamma <= 1.0:
             raise UsageError(f"gamma must lie in [0, 1], got {self.gamma}")
-        for name in ("epsilon_start", "epsilon_end"):
+        for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.epsilon_end > self.epsilon_start:

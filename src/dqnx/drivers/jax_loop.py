@@ -132,6 +132,7 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
         ended, which makes evaluating an early, short-lived agent nearly free.
         """
         reset_key, loop_key = jax.random.split(key)
+        act_key = jax.random.fold_in(key, 7)  # only used when eval_epsilon > 0
         obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
         def running(carry):
@@ -140,7 +141,10 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
 
         def step(carry):
             t, obs, env_state, returns, alive = carry
-            action = learner.q_values(params, obs).argmax(axis=-1)
+            if config.eval_epsilon > 0:
+                action = learner.act(params, obs, jax.random.fold_in(act_key, t), config.eval_epsilon)
+            else:
+                action = learner.q_values(params, obs).argmax(axis=-1)
             step_keys = jax.random.split(jax.random.fold_in(loop_key, t), episodes)
             obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(step_keys, env_state, action)
             returns = returns + jnp.where(alive, reward, 0.0)

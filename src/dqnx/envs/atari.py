@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import AtariPreprocessing, ClipReward, FrameStackObservation
 
-from dqnx.envs.gymnasium_env import GymEnv, action_count, checked_factory
+from dqnx.envs.gymnasium_env import GymEnv, action_count, checked_factory, register_atari
 from dqnx.errors import UsageError
 
 FRAME_STACK = 4
@@ -27,6 +27,7 @@ def describe_atari(env_id: str, params: dict[str, Any]) -> GymEnv:
     kwargs = {**params, "frameskip": 1}  # AtariPreprocessing skips frames itself, max-pooling the last two
 
     def factory(render_mode: str | None = None) -> Any:
+        register_atari()  # again here: async vector envs build their copies in fresh processes
         return gym.make(env_id, render_mode=render_mode, **kwargs)
 
     factory = checked_factory(env_id, factory)

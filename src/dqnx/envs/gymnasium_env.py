@@ -109,15 +109,16 @@ def is_atari_id(env_id: str) -> bool:
 def registered(env_id: str) -> bool:
     """Whether `env_id` names a Gymnasium environment (registering Atari's if asked for)."""
     if is_atari_id(env_id):
-        _register_atari()
+        register_atari()
     return env_id in gym.envs.registry
 
 
-def _register_atari() -> None:
+def register_atari() -> None:
     try:
         import ale_py
     except ImportError:
         raise UsageError("Atari environments need ale-py; install it with `pip install 'dqnx[atari]'`") from None
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner from every process
     gym.register_envs(ale_py)
 
 
@@ -141,7 +142,7 @@ def make_gymnasium(env: Any, env_params: dict[str, Any] | None = None) -> GymEnv
     if ":" in env_id and not registered(env_id):
         return _describe(env_id, _kwargs_factory(env_id, _import_class(env_id), params), params)
     if is_atari_id(env_id):
-        _register_atari()
+        register_atari()
         if not registered(env_id):
             _unknown(env_id)
         from dqnx.envs.atari import describe_atari
