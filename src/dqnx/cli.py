@@ -40,6 +40,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly where it stopped."),
     until_solved: bool = typer.Option(False, "--until-solved", help="Stop once every seed's greedy evaluation reaches the solve threshold."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table; the run directory is still printed."),
+    no_tensorboard: bool = typer.Option(False, "--no-tensorboard", help="Do not write TensorBoard event files (RUN_DIR/tensorboard/)."),
 ) -> None:
     """Train an agent (DQN by default) and write a run directory (config, weights, metrics, summary)."""
     from dqnx.config import parse_set
@@ -71,6 +72,7 @@ def train(
         resume=resume,
         progress=not quiet,
         stop_when_solved=until_solved,
+        tensorboard=not no_tensorboard,
     )
     if not quiet:
         from dqnx.ui import print_summary

@@ -25,6 +25,7 @@ from dqnx.drivers import jax_loop
 from dqnx.envs import JaxEnv
 from dqnx.errors import Interrupted, UsageError
 from dqnx.runs.run_dir import RunDir
+from dqnx.runs.tensorboard import TensorBoardLog
 
 
 @dataclass
@@ -95,8 +96,12 @@ def train_run(
     resume: bool = False,
     reporter: Reporter | None = None,
     stop_when_solved: bool = False,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
-    """Train `seeds` side by side in `run`, or continue it; returns the summary."""
+    """Train `seeds` side by side in `run`, or continue it; returns the summary.
+
+    tensorboard: also write the metrics as TensorBoard event files (runs/tensorboard.py).
+    """
     reporter = reporter or Reporter()
     program = jax_loop.make_program(config, env, agent)
     compiled = jax_loop.Compiled(program, len(seeds))
@@ -126,6 +131,7 @@ def train_run(
 
     if not resume:
         checkpoint()  # step 0: a run that dies before its first periodic checkpoint can still be resumed
+    board = TensorBoardLog(run.path, seeds, resume_step=progress.env_steps if resume else None) if tensorboard else None
 
     try:
         with _SignalFlag() as signals:
@@ -174,6 +180,8 @@ def train_run(
                         "wall_seconds": round(wall, 3),
                     })
                 run.append_metrics(rows)
+                if board is not None:
+                    board.write(rows)
                 recent = chunk_stats["train_return"][np.isfinite(chunk_stats["train_return"])]
                 progress.last_chunk = {
                     "train_return": float(recent.mean()) if recent.size else None,
@@ -192,17 +200,27 @@ def train_run(
                     raise Interrupted(str(run.path), progress.env_steps)
                 if finished:
                     break
+    except BaseException:
+        if board is not None:
+            board.close()  # an interrupted run keeps the events written so far
+        raise
     finally:
         reporter.stop()
 
-    final = compiled.evaluate(
-        best_params,
-        jax_loop.eval_keys(seeds, jax_loop.FINAL_EVAL_STREAM, 0),
-        config.final_eval_episodes,
-    )
-    summary = make_summary(env, config, seeds, progress, final)
-    summary["agent"] = agent
-    run.write_summary(summary)
+    try:
+        final = compiled.evaluate(
+            best_params,
+            jax_loop.eval_keys(seeds, jax_loop.FINAL_EVAL_STREAM, 0),
+            config.final_eval_episodes,
+        )
+        summary = make_summary(env, config, seeds, progress, final)
+        summary["agent"] = agent
+        run.write_summary(summary)
+        if board is not None:
+            board.write_final(summary)
+    finally:
+        if board is not None:
+            board.close()
     return summary
 
 
