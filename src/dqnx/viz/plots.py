@@ -52,7 +52,7 @@ class RunData:
     solve_threshold: float | None
     metrics: dict[int, dict[str, np.ndarray]]  # seed -> column -> values, in env-step order
     summary: dict[str, Any] | None = None
-    episodes: list[Any] = field(default_factory=list)  # rollout.Episode, for the Q plot
+    episodes: dict[int, list[Any]] = field(default_factory=dict)  # seed -> rollout.Episode list, for the Q plot
 
 
 def _number(text: str) -> float:
@@ -177,26 +177,37 @@ def loss_png(runs: list[RunData]) -> bytes:
     return _png(fig)
 
 
+def _episodes(n: int) -> str:
+    return f"{n} episode" if n == 1 else f"{n} episodes"
+
+
 def q_vs_return_png(runs: list[RunData]) -> bytes:
-    """Needs each run's `episodes` filled (see add_episodes)."""
+    """Needs each run's `episodes` filled (see add_episodes). One colour per seed for a
+    single run (each seed has its own Q-function), one per run when comparing runs."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
-    lows, highs = [], []
+    groups = []  # (label, colour, gamma, episodes)
     for i, run in enumerate(runs):
-        if not run.episodes:
+        if len(runs) == 1:
+            groups += [(f"seed {seed}", f"C{j}", run.gamma, eps) for j, (seed, eps) in enumerate(run.episodes.items())]
+        else:
+            groups.append((run.label, f"C{i}", run.gamma, [ep for eps in run.episodes.values() for ep in eps]))
+    lows, highs = [], []
+    for label, color, gamma, episodes in groups:
+        if not episodes:
             continue
-        q = np.concatenate([ep.q_taken for ep in run.episodes])
-        g = np.concatenate([ep.returns_to_go(run.gamma) for ep in run.episodes])
+        q = np.concatenate([ep.q_taken for ep in episodes])
+        g = np.concatenate([ep.returns_to_go(gamma) for ep in episodes])
         # Steps whose return-to-go a time limit cut short: G_t misses the rewards after the cut,
         # while Q (bootstrapping through time limits) rightly counts them, so these sit below y = x.
-        cut = np.concatenate([np.full(ep.length, not ep.terminated) for ep in run.episodes])
-        ended = sum(ep.terminated for ep in run.episodes)
+        cut = np.concatenate([np.full(ep.length, not ep.terminated) for ep in episodes])
+        ended = sum(ep.terminated for ep in episodes)
         if (~cut).any():
-            ax.scatter(g[~cut], q[~cut], s=6, alpha=0.5, color=f"C{i}", lw=0,
-                       label=f"{run.label}: steps of {ended} episodes that terminated")
+            ax.scatter(g[~cut], q[~cut], s=6, alpha=0.5, color=color, lw=0,
+                       label=f"{label}: {_episodes(ended)} that terminated")
         if cut.any():
-            ax.scatter(g[cut], q[cut], s=8, alpha=0.4, color=f"C{i}", marker="x", lw=0.7,
-                       label=f"{run.label}: steps of {len(run.episodes) - ended} episodes cut by the time limit")
+            ax.scatter(g[cut], q[cut], s=8, alpha=0.4, color=color, marker="x", lw=0.7,
+                       label=f"{label}: {_episodes(len(episodes) - ended)} cut by the time limit")
         lows += [q.min(), g.min()]
         highs += [q.max(), g.max()]
     if lows:
@@ -221,9 +232,7 @@ def add_episodes(run: RunData, episodes: int, seed: int = 0) -> None:
     from dqnx.viz.rollout import greedy_episodes
 
     agent = api.load(run.path)
-    run.episodes = []
-    for index in range(len(agent.seeds)):
-        run.episodes += greedy_episodes(agent, episodes, seed=seed, seed_index=index)
+    run.episodes = {s: greedy_episodes(agent, episodes, seed=seed, seed_index=i) for i, s in enumerate(agent.seeds)}
 
 
 def check_out_dir(out: Path) -> Path:
