@@ -105,6 +105,30 @@ def test_no_tensorboard_flag_writes_no_event_files(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "tensorboard").exists()
 
 
+def test_tensorboard_after_a_crash_and_resume_has_no_duplicate_steps(tmp_path, tiny):
+    """A run killed between checkpoints left events past its checkpoint; the resumed run's
+    events replace them (purge_step), as metrics.csv drops its rows past the checkpoint."""
+    import dqnx
+    from dqnx.drivers.trainer import Reporter
+
+    class CrashAt1500(Reporter):
+        def update(self, progress):
+            if progress.env_steps == 1500:
+                raise KeyboardInterrupt  # like a second Ctrl-C: no checkpoint at 1500
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        dqnx.train("CartPole-v1", config=tiny(checkpoint_every=1000), out=run, progress=CrashAt1500())
+    before = read_events(run / "tensorboard" / "seed_0")
+    assert [e.step for e in before.Scalars("eval/mean_return")] == [500, 1000, 1500]
+    dqnx.train(resume=run)
+    events = read_events(run / "tensorboard" / "seed_0")
+    rows = metrics_rows(run)
+    evals = events.Scalars("eval/mean_return")
+    assert [e.step for e in evals] == [int(r["env_steps"]) for r in rows] == [500, 1000, 1500, 2000]
+    np.testing.assert_allclose([e.value for e in evals], [float(r["eval_mean_return"]) for r in rows], rtol=1e-5)
+
+
 def test_tensorboard_log_skips_nan_and_closes(tmp_path):
     from dqnx.runs.tensorboard import TensorBoardLog
 

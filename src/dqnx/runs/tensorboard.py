@@ -35,15 +35,18 @@ def seed_dir(run_path: Path, seed: int) -> Path:
 class TensorBoardLog:
     """One SummaryWriter per seed.
 
-    On resume, `purge_step` tells TensorBoard to drop the events the interrupted run
-    wrote past its checkpoint, as metrics.csv drops its rows past it.
+    On resume from a checkpoint at env step `resume_step`, TensorBoard is told to drop
+    the events the interrupted run wrote after it (tensorboardX's purge_step drops steps
+    >= the one given, and the checkpoint's own step stays valid), as metrics.csv drops
+    its rows past the checkpoint.
     """
 
     def __init__(self, run_path: Path, seeds: list[int], resume_step: int | None = None):
         from tensorboardX import SummaryWriter
 
         self._writers = {
-            seed: SummaryWriter(str(seed_dir(run_path, seed)), purge_step=resume_step, flush_secs=30)
+            seed: SummaryWriter(str(seed_dir(run_path, seed)), flush_secs=30,
+                                purge_step=None if resume_step is None else resume_step + 1)
             for seed in seeds
         }
 
