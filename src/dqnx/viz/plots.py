@@ -153,6 +153,7 @@ def loss_png(runs: list[RunData]) -> bytes:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
+    all_positive = True
     for i, run in enumerate(runs):
         x, mean, low, high = _over_seeds(run, "updates", "loss")
         keep = x > 0
@@ -160,10 +161,11 @@ def loss_png(runs: list[RunData]) -> bytes:
         if not x.size:
             continue
         drawn = True
+        all_positive &= bool((low > 0).all())
         ax.plot(x, mean, color=f"C{i}", lw=1.5, label=f"{run.label} ({_seeds_note(run)})")
         if len(run.metrics) > 1:
             ax.fill_between(x, low, high, color=f"C{i}", alpha=0.2, lw=0)
-    if drawn and all(np.all(_over_seeds(r, "updates", "loss")[2][_over_seeds(r, "updates", "loss")[0] > 0] > 0) for r in runs):
+    if drawn and all_positive:  # losses span decades; a log axis shows early and late alike
         ax.set_yscale("log")
     if not drawn:
         ax.text(0.5, 0.5, "no loss recorded yet (no gradient update)", ha="center", va="center", transform=ax.transAxes)
