@@ -4,7 +4,7 @@
     python docs/make_figures.py --run RUN_DIR   # or uses a run you have
 
 Writes docs/img/{returns,loss,q_vs_return,report}.png, palette-quantized to stay small.
-Needs Debian's chromium and chromium-driver for the screenshot (selenium drives them).
+Needs Debian's chromium and chromium-driver for the screenshot, and selenium (in the test extra) to drive them.
 """
 
 from __future__ import annotations

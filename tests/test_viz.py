@@ -174,6 +174,23 @@ def test_greedy_episodes_are_whole_cartpole_episodes(agent):
     assert [e.length for e in again] == [e.length for e in episodes]  # same seed, same episodes
 
 
+def test_gymnasium_rollout_matches_the_agent(agent):
+    import gymnasium
+
+    from dqnx.viz.rollout import gymnasium_greedy_episodes
+
+    env = gymnasium.make("CartPole-v1")
+    try:
+        episodes = gymnasium_greedy_episodes(env, lambda obs: agent.q_values(obs), 2, seed=3)
+    finally:
+        env.close()
+    for ep in episodes:
+        assert ep.total_return == ep.length and ep.terminated == (ep.length < 500)
+        assert ep.observations.shape == (ep.length + 1, 4)
+        np.testing.assert_array_equal(ep.actions, ep.q_values.argmax(axis=1))
+        np.testing.assert_allclose(ep.q_values, agent.q_values(ep.observations[:-1].astype(np.float32)), rtol=1e-5, atol=1e-5)
+
+
 # --- plots ------------------------------------------------------------------------------------
 
 def test_plot_writes_three_pngs_into_the_run(run2, tmp_path):

@@ -229,7 +229,11 @@ def q_vs_return_png(runs: list[RunData]) -> bytes:
 
 
 def add_episodes(run: RunData, episodes: int, seed: int = 0) -> None:
-    """Roll out `episodes` fresh greedy episodes per trained seed, under the best weights."""
+    """Roll out `episodes` fresh greedy episodes per trained seed, under the best weights.
+
+    JAX envs only for now; a Gymnasium env's run would use rollout.gymnasium_greedy_episodes
+    with a q_values function per seed instead.
+    """
     from dqnx import api
     from dqnx.viz.rollout import greedy_episodes
 

@@ -100,3 +100,23 @@ def greedy_episodes(agent: Any, episodes: int, seed: int = 0, seed_index: int = 
             terminated=bool(terminated[last, e]),
         ))
     return out
+
+
+def gymnasium_greedy_episodes(env: Any, q_values: Any, episodes: int, seed: int = 0) -> list[Episode]:
+    """The same for a Gymnasium env, stepped on the host: `q_values(obs) -> (num_actions,)`."""
+    out = []
+    for index in range(episodes):
+        obs, _ = env.reset(seed=seed + index)
+        observations, actions, rewards, qs = [np.asarray(obs)], [], [], []
+        terminated = truncated = False
+        while not (terminated or truncated):
+            q = np.asarray(q_values(obs), np.float64)
+            action = int(q.argmax())
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(np.asarray(obs))
+            actions.append(action)
+            rewards.append(float(reward))
+            qs.append(q)
+        out.append(Episode(observations=np.stack(observations), actions=np.asarray(actions, np.int64),
+                           rewards=np.asarray(rewards), q_values=np.stack(qs), terminated=bool(terminated)))
+    return out
