@@ -141,6 +141,19 @@ def test_host_loop_learns_a_custom_environment_within_a_step_budget(toys_on_path
     result = dqnx.evaluate(agent, episodes=3)
     assert result["mean_return"] == -5.0
 
+    # Recordings and the Q-vs-return plot work for Gymnasium runs too (frames from env.render()).
+    from PIL import Image
+
+    from dqnx.viz.plots import make_plots
+    from dqnx.viz.record import record
+
+    info = record(tmp_path / "run", tmp_path / "walk.gif", episodes=2)
+    assert info["lengths"] == [5, 5] and info["returns"] == [-5.0, -5.0]
+    with Image.open(tmp_path / "walk.gif") as gif:
+        assert gif.n_frames == info["frames"] == 2 * (5 + 1)
+    written = make_plots([tmp_path / "run"], episodes=2)
+    assert {p.name for p in written} >= {"q_vs_return.png", "returns.png", "loss.png"}
+
 
 def test_gymnasium_run_through_the_cli_prints_its_backend_and_resumes(tmp_path):
     sets = ["--set", "eval_every=500", "--set", "eval_episodes=2", "--set", "final_eval_episodes=2",

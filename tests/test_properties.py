@@ -172,7 +172,8 @@ def test_load_best_gives_the_best_q_values(run_a):
 def test_runs_are_safetensors_and_loading_never_unpickles(run_a, monkeypatch):
     files = sorted(p.name for p in run_a.path.iterdir())
     assert files == sorted(
-        ["config.json", "best.safetensors", "last.safetensors", "checkpoint.safetensors", "metrics.csv", "summary.json"]
+        ["config.json", "best.safetensors", "last.safetensors", "checkpoint.safetensors", "metrics.csv", "summary.json",
+         "tensorboard"]
     )
     assert not [p for p in run_a.path.rglob("*") if p.suffix in (".pkl", ".pickle", ".npy", ".npz", ".msgpack")]
     for name in ("best.safetensors", "last.safetensors", "checkpoint.safetensors"):

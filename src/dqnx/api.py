@@ -70,6 +70,7 @@ def train(
     resume: str | Path | None = None,
     progress: bool | Reporter = False,
     stop_when_solved: bool = False,
+    tensorboard: bool = True,
 ) -> Run:
     """Train `agent` on `env_id` (or continue the run in `resume`) and return the finished Run.
 
@@ -81,6 +82,7 @@ def train(
     config_file: a TOML file of overrides; steps: overrides total_steps;
     env_params: overrides of the environment's parameters, e.g. {"slip": 0.2}.
     seeds > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
+    tensorboard: also write TensorBoard event files under RUN_DIR/tensorboard/seed_<S>/.
     """
     if resume is not None:
         given = {"agent": agent != "dqn", "backend": backend is not None, "seed": seed != 0, "seeds": seeds != 1, "config": config is not None,
@@ -117,7 +119,7 @@ def train(
         _rich_reporter(spec, run.path, resumed=resume is not None) if progress else None
     )
     summary = train_run(run, env, cfg, spec.seeds, agent=spec.agent, resume=resume is not None,
-                        reporter=reporter, stop_when_solved=stop_when_solved)
+                        reporter=reporter, stop_when_solved=stop_when_solved, tensorboard=tensorboard)
     return Run(path=run.path, env_id=env.env_id, agent=spec.agent, seeds=spec.seeds, config=cfg, summary=summary)
 
 

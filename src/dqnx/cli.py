@@ -1,4 +1,4 @@
-"""The `dqnx` command: train, eval, envs.
+"""The `dqnx` command: train, eval, show, plot, record, report, envs.
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback),
 1 on a failure while running, 130 when interrupted (a checkpoint is saved first).
@@ -42,6 +42,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly where it stopped."),
     until_solved: bool = typer.Option(False, "--until-solved", help="Stop once every seed's greedy evaluation reaches the solve threshold."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table; the run directory is still printed."),
+    no_tensorboard: bool = typer.Option(False, "--no-tensorboard", help="Do not write TensorBoard event files (RUN_DIR/tensorboard/)."),
 ) -> None:
     """Train an agent (DQN by default) and write a run directory (config, weights, metrics, summary)."""
     from dqnx.config import parse_set
@@ -79,6 +80,7 @@ def train(
         resume=resume,
         progress=not quiet,
         stop_when_solved=until_solved,
+        tensorboard=not no_tensorboard,
     )
     if not quiet:
         from dqnx.ui import print_summary
@@ -129,6 +131,51 @@ def show(
     from dqnx.inspect import show_agent
 
     show_agent(api.load(run_dir, weights=weights), seed_index=seed_index, max_rows=max_rows)
+
+
+@app.command()
+def plot(
+    run_dirs: List[Path] = typer.Argument(..., help="One or more run directories; several go on one chart to compare them."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the PNGs (default: RUN_DIR/plots; required for several runs)."),
+    episodes: int = typer.Option(5, "--episodes", help="Fresh greedy episodes per trained seed for the Q-vs-return plot."),
+    seed: int = typer.Option(0, "--seed", help="Seed of those episodes."),
+) -> None:
+    """Plot return vs env steps, loss vs updates, and predicted Q vs observed return (PNG files)."""
+    from dqnx.viz.plots import make_plots
+
+    for path in make_plots(run_dirs, out=out, episodes=episodes, seed=seed):
+        typer.echo(str(path))
+
+
+@app.command()
+def record(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `dqnx train`."),
+    out: Path = typer.Option(..., "--out", help="The recording to write: FILE.gif or FILE.mp4."),
+    episodes: int = typer.Option(1, "--episodes", help="Greedy episodes to record, one after the other."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the recorded episodes."),
+    weights: str = typer.Option("best", "--weights", help="'best' or 'last'."),
+    fps: int = typer.Option(50, "--fps", help="Frames per second (one frame per env step)."),
+) -> None:
+    """Record the trained agent playing (first seed's weights), the episode return drawn on the frames."""
+    from dqnx.viz.record import record as record_run
+
+    result = record_run(run_dir, out, episodes=episodes, seed=seed, weights=weights, fps=fps)
+    returns = ", ".join(f"{r:g}" for r in result["returns"])
+    _err(f"recorded {len(result['returns'])} episode(s), return {returns}, {result['frames']} frames")
+    typer.echo(str(result["path"]))
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `dqnx train`."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write (default: RUN_DIR/report.html)."),
+    episodes: int = typer.Option(5, "--episodes", help="Fresh greedy episodes per trained seed for the Q-vs-return plot."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fresh episodes (plot and recording)."),
+) -> None:
+    """Write one self-contained HTML page: config, summary, evaluation, plots and a recording."""
+    from dqnx.viz.report import write_report
+
+    typer.echo(str(write_report(run_dir, out=out, episodes=episodes, seed=seed)))
 
 
 @app.command()

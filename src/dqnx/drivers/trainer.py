@@ -25,6 +25,7 @@ from dqnx.drivers import jax_loop, make_driver
 from dqnx.envs import Env
 from dqnx.errors import Interrupted, UsageError
 from dqnx.runs.run_dir import RunDir
+from dqnx.runs.tensorboard import TensorBoardLog
 
 
 @dataclass
@@ -95,17 +96,21 @@ def train_run(
     resume: bool = False,
     reporter: Reporter | None = None,
     stop_when_solved: bool = False,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
-    """Train `seeds` side by side in `run`, or continue it; returns the summary."""
+    """Train `seeds` side by side in `run`, or continue it; returns the summary.
+
+    tensorboard: also write the metrics as TensorBoard event files (runs/tensorboard.py).
+    """
     reporter = reporter or Reporter()
     compiled = make_driver(config, env, agent, seeds)
     try:
-        return _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved)
+        return _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard)
     finally:
         compiled.close()
 
 
-def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved) -> dict[str, Any]:
+def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard) -> dict[str, Any]:
     state = compiled.place(compiled.init_states(seeds))
     best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
     progress = Progress.fresh(len(seeds))
@@ -132,6 +137,7 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
 
     if not resume:
         checkpoint()  # step 0: a run that dies before its first periodic checkpoint can still be resumed
+    board = TensorBoardLog(run.path, seeds, resume_step=progress.env_steps if resume else None) if tensorboard else None
 
     try:
         with _SignalFlag() as signals:
@@ -180,6 +186,8 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                         "wall_seconds": round(wall, 3),
                     })
                 run.append_metrics(rows)
+                if board is not None:
+                    board.write(rows)
                 recent = chunk_stats["train_return"][np.isfinite(chunk_stats["train_return"])]
                 progress.last_chunk = {
                     "train_return": float(recent.mean()) if recent.size else None,
@@ -198,17 +206,27 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                     raise Interrupted(str(run.path), progress.env_steps)
                 if finished:
                     break
+    except BaseException:
+        if board is not None:
+            board.close()  # an interrupted run keeps the events written so far
+        raise
     finally:
         reporter.stop()
 
-    final = compiled.evaluate(
-        best_params,
-        jax_loop.eval_keys(seeds, jax_loop.FINAL_EVAL_STREAM, 0),
-        config.final_eval_episodes,
-    )
-    summary = make_summary(env, config, seeds, progress, final)
-    summary["agent"] = agent
-    run.write_summary(summary)
+    try:
+        final = compiled.evaluate(
+            best_params,
+            jax_loop.eval_keys(seeds, jax_loop.FINAL_EVAL_STREAM, 0),
+            config.final_eval_episodes,
+        )
+        summary = make_summary(env, config, seeds, progress, final)
+        summary["agent"] = agent
+        run.write_summary(summary)
+        if board is not None:
+            board.write_final(summary)
+    finally:
+        if board is not None:
+            board.close()
     return summary
 
 

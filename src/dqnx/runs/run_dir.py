@@ -6,6 +6,7 @@
     last.safetensors         online weights at the last checkpoint (and at the end), per seed
     metrics.csv              one row per seed and chunk (train return, loss, epsilon, eval, speed)
     summary.json             final evaluation and the headline figures (written at the end)
+    tensorboard/seed_<S>/    TensorBoard event files of the same metrics (unless --no-tensorboard)
 
 Weight files hold one array per parameter with a leading seed axis; their metadata
 says the env step (and evaluation) each seed's weights come from.

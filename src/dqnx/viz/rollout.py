@@ -1,0 +1,122 @@
+"""Fresh greedy episodes of a trained agent on its JAX environment, Q-values included.
+
+One jitted lax.scan runs `episodes` episodes side by side for the environment's full
+time limit and returns every step; the host then cuts each episode at its end. This
+is what the Q-vs-return plot and the JAX-env recordings are made from.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Episode keys of these rollouts: a stream of their own, apart from training and evaluation.
+ROLLOUT_STREAM = 7
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One greedy episode: observations o_0..o_T (o_T the final one), and per step t < T
+    the action taken, its reward and the agent's Q(o_t, .)."""
+
+    observations: np.ndarray  # (T + 1, *obs_shape)
+    actions: np.ndarray  # (T,)
+    rewards: np.ndarray  # (T,)
+    q_values: np.ndarray  # (T, num_actions)
+    terminated: bool  # False: cut by the time limit (the return-to-go is then truncated too)
+
+    @property
+    def length(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def total_return(self) -> float:
+        return float(self.rewards.sum())
+
+    @property
+    def q_taken(self) -> np.ndarray:
+        """Q(s_t, a_t) of the actions the agent took."""
+        return self.q_values[np.arange(self.length), self.actions]
+
+    def returns_to_go(self, gamma: float) -> np.ndarray:
+        """Observed discounted return G_t = r_t + gamma r_{t+1} + ... up to the episode's end."""
+        out = np.zeros(self.length, np.float64)
+        running = 0.0
+        for t in range(self.length - 1, -1, -1):
+            running = float(self.rewards[t]) + gamma * running
+            out[t] = running
+        return out
+
+
+@functools.lru_cache(maxsize=8)
+def _rollout_fn(algorithm: str, config: Any, env: Any, episodes: int):
+    import jax
+    import jax.numpy as jnp
+
+    from dqnx.agents import make_learner
+
+    learner = make_learner(algorithm, config, env)
+
+    def rollout(params, key):
+        reset_key, loop_key = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
+
+        def step(carry, t):
+            obs, env_state, alive = carry
+            q = learner.q_values(params, obs)
+            action = q.argmax(axis=-1)
+            keys = jax.random.split(jax.random.fold_in(loop_key, t), episodes)
+            next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(keys, env_state, action)
+            record = (obs, q, action, reward, terminated, truncated, final_obs, alive)
+            return (next_obs, env_state, alive & ~(terminated | truncated)), record
+
+        carry = (obs, env_state, jnp.ones(episodes, bool))
+        _, records = jax.lax.scan(step, carry, jnp.arange(env.max_episode_steps))
+        return records
+
+    return jax.jit(rollout)
+
+
+def greedy_episodes(agent: Any, episodes: int, seed: int = 0, seed_index: int = 0) -> list[Episode]:
+    """`episodes` fresh greedy episodes of `agent` (a dqnx.api.Agent) under one trained seed's weights."""
+    import jax
+
+    params = jax.tree.map(lambda x: x[seed_index], agent.params)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), ROLLOUT_STREAM)
+    fn = _rollout_fn(agent.algorithm, agent.config, agent.env, episodes)
+    obs, q, action, reward, terminated, truncated, final_obs, alive = map(np.asarray, jax.device_get(fn(params, key)))
+    out = []
+    for e in range(episodes):
+        length = int(alive[:, e].sum())  # alive is True from the first step up to the last one
+        last = length - 1
+        out.append(Episode(
+            observations=np.concatenate([obs[:length, e], final_obs[last:length, e]]),
+            actions=action[:length, e].astype(np.int64),
+            rewards=reward[:length, e].astype(np.float64),
+            q_values=q[:length, e].astype(np.float64),
+            terminated=bool(terminated[last, e]),
+        ))
+    return out
+
+
+def gymnasium_greedy_episodes(env: Any, q_values: Any, episodes: int, seed: int = 0) -> list[Episode]:
+    """The same for a Gymnasium env, stepped on the host: `q_values(obs) -> (num_actions,)`."""
+    out = []
+    for index in range(episodes):
+        obs, _ = env.reset(seed=seed + index)
+        observations, actions, rewards, qs = [np.asarray(obs)], [], [], []
+        terminated = truncated = False
+        while not (terminated or truncated):
+            q = np.asarray(q_values(obs), np.float64)
+            action = int(q.argmax())
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(np.asarray(obs))
+            actions.append(action)
+            rewards.append(float(reward))
+            qs.append(q)
+        out.append(Episode(observations=np.stack(observations), actions=np.asarray(actions, np.int64),
+                           rewards=np.asarray(rewards), q_values=np.stack(qs), terminated=bool(terminated)))
+    return out
