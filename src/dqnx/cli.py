@@ -195,7 +195,24 @@ def envs() -> None:
             threshold = SOLVE_THRESHOLDS.get(env_id)
             table.add_row(env_id, family, "-" if threshold is None else f"{threshold:g}",
                           ", ".join(a for a in CONFIGS if preset_path(env_id, a)) or "-")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+
+    from rich.markup import escape
+
+    from dqnx.envs.gymnasium_env import GYMNASIUM_EXAMPLES, reward_threshold
+
+    table = Table(title="Gymnasium environments (host loop): any registered id with discrete actions, e.g.")
+    for column in ("id", "family", "solved at (env's reward_threshold)", "presets for"):
+        table.add_column(column)
+    for family, ids in GYMNASIUM_EXAMPLES.items():
+        for env_id in ids:
+            threshold = reward_threshold(env_id)
+            preset_id = "atari" if env_id.startswith("ALE/") else env_id
+            table.add_row(env_id, escape(family), "-" if threshold is None else f"{threshold:g}",
+                          ", ".join(a for a in CONFIGS if preset_path(preset_id, a)) or "-")
+    console.print(table)
+    console.print("Ids gymnax also has train on JAX unless --backend gymnasium; your own env: module.path:EnvClass.")
 
 
 def main() -> None:

@@ -80,9 +80,10 @@ class HostDriver:
         self._episode_return = np.zeros((self.num_seeds, n), np.float64)
         nan = jnp.full((), jnp.nan, jnp.float32)
 
-        def act(state: HostTrainState, obs, env_steps):
-            key = jax.random.fold_in(state.act_key, env_steps)
-            return self.learner.act(state.agent.params, obs, key, epsilon_at(config, env_steps))
+        def act(params, act_key, obs, env_steps):
+            # Only what acting reads: every argument leaf costs dispatch time, once per env step.
+            key = jax.random.fold_in(act_key, env_steps)
+            return self.learner.act(params, obs, key, epsilon_at(config, env_steps))
 
         def learn(state: HostTrainState, staged: Batch, valid, start_step):
             """learner.learn over the staged iterations (leading axis), skipping padding."""
@@ -104,7 +105,7 @@ class HostDriver:
             steps = jnp.arange(valid.shape[0], dtype=jnp.int32)
             return jax.lax.scan(one, state, (steps, staged, valid))
 
-        self._act_fn = self._batched(act, (0, 0, None))
+        self._act_fn = self._batched(act, (0, 0, 0, None), from_state=2)
         # staged arrays arrive [block, seeds, ...]: the seed axis is their second
         self._learn_fn = self._batched(learn, (0, 1, None, None))
 
@@ -120,13 +121,15 @@ class HostDriver:
     def place(self, tree: Any) -> Any:
         return jax.tree.map(jnp.asarray, tree)
 
-    def _batched(self, fn, in_axes):
+    def _batched(self, fn, in_axes, from_state: int = 1):
         """The per-seed `fn` for the inner state layout: unbatched for one seed (a real
         `lax.cond`, and no per-call copy of the state to add or drop the seed axis),
-        vmapped over seeds otherwise. The state (first argument) is already in that layout."""
+        vmapped over seeds otherwise. The first `from_state` arguments come from the state,
+        already in that layout; the others carry a seed axis at their `in_axes`."""
         if self.num_seeds == 1:
-            def one(state, *args):
-                return fn(state, *[_take(a, axis) for a, axis in zip(args, in_axes[1:])])
+            def one(*args):
+                rest = [_take(a, axis) for a, axis in zip(args[from_state:], in_axes[from_state:])]
+                return fn(*args[:from_state], *rest)
             return one
         return jax.vmap(fn, in_axes=in_axes)
 
@@ -176,7 +179,7 @@ class HostDriver:
         filled, block_start = 0, start_step
         env_steps = start_step
         for i in range(iterations):
-            act_args = (state, self._obs, np.int32(env_steps))
+            act_args = (state.agent.params, state.act_key, self._obs, np.int32(env_steps))
             if self._act is None:
                 self._act = self._compile(self._act_fn, *act_args)
             actions = np.asarray(self._act(*act_args))

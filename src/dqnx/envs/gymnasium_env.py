@@ -92,6 +92,22 @@ class GymEnv:
         return SyncVectorEnv(makers, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
+# Listed by `dqnx envs`; any other registered id with a Discrete action space works too.
+GYMNASIUM_EXAMPLES: dict[str, list[str]] = {
+    "classic control": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"],
+    "Box2D (extra: dqnx[box2d])": ["LunarLander-v3"],
+    "toy text": ["FrozenLake-v1", "FrozenLake8x8-v1", "CliffWalking-v1", "Taxi-v4"],
+    "Atari, any ALE/<Game>-v5 (extra: dqnx[atari])": ["ALE/Pong-v5", "ALE/Breakout-v5"],
+}
+
+
+def reward_threshold(env_id: str) -> float | None:
+    """The registered spec's solve threshold, without building the environment."""
+    spec = gym.envs.registry.get(env_id)
+    threshold = getattr(spec, "reward_threshold", None)
+    return None if threshold is None else float(threshold)
+
+
 def parse_env_value(value: Any) -> Any:
     """A `--env-param` value from the command line: TOML literal (1, 0.5, true, "x") or plain text."""
     if not isinstance(value, str):
