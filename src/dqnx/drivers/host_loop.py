@@ -78,6 +78,7 @@ class HostDriver:
         self._eval_vecs: dict[int, Any] = {}
         self._act = self._learn = self._q = None
         self._episode_return = np.zeros((self.num_seeds, n), np.float64)
+        self._pending = None  # actions already chosen for self._obs, if any
         nan = jnp.full((), jnp.nan, jnp.float32)
 
         def act(params, act_key, obs, env_steps):
@@ -85,8 +86,9 @@ class HostDriver:
             key = jax.random.fold_in(act_key, env_steps)
             return self.learner.act(params, obs, key, epsilon_at(config, env_steps))
 
-        def learn(state: HostTrainState, staged: Batch, valid, start_step):
-            """learner.learn over the staged iterations (leading axis), skipping padding."""
+        def learn_then_act(state: HostTrainState, staged: Batch, valid, start_step, next_obs, env_steps):
+            """learner.learn over the staged iterations (leading axis), skipping padding; then
+            the actions for `next_obs` with the updated weights (what `act` would return)."""
             def one(state, item):
                 i, transitions, is_valid = item
                 env_steps = start_step + i * n
@@ -103,11 +105,12 @@ class HostDriver:
                 return state, {**metrics, "epsilon": epsilon_at(config, env_steps)}
 
             steps = jnp.arange(valid.shape[0], dtype=jnp.int32)
-            return jax.lax.scan(one, state, (steps, staged, valid))
+            state, metrics = jax.lax.scan(one, state, (steps, staged, valid))
+            return state, metrics, act(state.agent.params, state.act_key, next_obs, env_steps)
 
         self._act_fn = self._batched(act, (0, 0, 0, None), from_state=2)
         # staged arrays arrive [block, seeds, ...]: the seed axis is their second
-        self._learn_fn = self._batched(learn, (0, 1, None, None))
+        self._learn_fn = self._batched(learn_then_act, (0, 1, None, None, 0, None))
 
     # --- state ------------------------------------------------------------------------
     def init_states(self, seeds: list[int]) -> HostTrainState:
@@ -152,6 +155,7 @@ class HostDriver:
         seeds = [s for seed in self.seeds for s in env_seeds(seed, TRAIN_ENV_STREAM + start_step, self.n)]
         obs, _ = self._vec.reset(seed=seeds)
         self._obs = self._shape(obs)
+        self._pending = None
         self._episode_return[:] = 0.0
 
     def _shape(self, x: Any) -> np.ndarray:
@@ -173,43 +177,49 @@ class HostDriver:
         if self._vec is None:  # a new run, or a resumed one: episodes start afresh
             self._reset_training_envs(start_step)
         S, n = self.num_seeds, self.n
+        flat, obs_shape = (S, n), (S, n, *self.env.obs_shape)
         staged = self._staging()
+        st_obs, st_action, st_reward = staged["obs"], staged["action"], staged["reward"]
+        st_next, st_terminated, st_end = staged["next_obs"], staged["terminated"], staged["episode_end"]
         finished = np.full((iterations, S, n), np.nan, np.float32)
         records = []
         filled, block_start = 0, start_step
         env_steps = start_step
+        actions = self._pending
+        step = self._vec.step
         for i in range(iterations):
-            act_args = (state.agent.params, state.act_key, self._obs, np.int32(env_steps))
-            if self._act is None:
-                self._act = self._compile(self._act_fn, *act_args)
-            actions = np.asarray(self._act(*act_args))
-            obs, reward, terminated, truncated, info = self._vec.step(actions.reshape(S * n))
+            if actions is None:
+                act_args = (state.agent.params, state.act_key, self._obs, np.int32(env_steps))
+                if self._act is None:
+                    self._act = self._compile(self._act_fn, *act_args)
+                actions = self._act(*act_args)
+            actions = np.asarray(actions)
+            obs, reward, terminated, truncated, info = step(actions.reshape(S * n))
             end = terminated | truncated
-            final_obs = obs
+            st_obs[filled] = self._obs
+            st_action[filled] = actions.reshape(flat)
+            st_reward[filled] = reward.reshape(flat)
+            st_terminated[filled] = terminated.reshape(flat)
+            st_end[filled] = end.reshape(flat)
+            next_obs = st_next[filled]
+            next_obs[...] = obs.reshape(obs_shape)
+            self._episode_return += st_reward[filled]
             if end.any():
-                final_obs = np.array(obs, copy=True)
-                for j in np.nonzero(end)[0]:
-                    final_obs[j] = info["final_obs"][j]
-            row = staged
-            row["obs"][filled] = self._obs
-            row["action"][filled] = actions
-            row["reward"][filled] = self._shape(reward)
-            row["next_obs"][filled] = self._shape(final_obs)
-            row["terminated"][filled] = self._shape(terminated)
-            ended = self._shape(end)
-            row["episode_end"][filled] = ended
-            self._episode_return += row["reward"][filled]
-            if ended.any():
+                ended = end.reshape(flat)
+                for j in np.nonzero(end)[0]:  # the true last observation, not the next episode's first
+                    next_obs[j // n, j % n] = info["final_obs"][j]
                 finished[i][ended] = self._episode_return[ended]
                 self._episode_return[ended] = 0.0
-            self._obs = self._shape(obs)
+            self._obs = obs.reshape(obs_shape)
             filled += 1
             trains_now = (env_steps + n) // self.train_freq > env_steps // self.train_freq
             env_steps += n
+            actions = None
             if trains_now or filled == self.block or i == iterations - 1:
-                state, metrics = self._flush(state, staged, filled, block_start)
+                state, metrics, actions = self._flush(state, staged, filled, block_start, env_steps)
                 records.append((metrics, filled))  # device arrays: fetched once, at the chunk's end
                 filled, block_start = 0, env_steps
+        self._pending = actions  # the learn call also chose the actions for the next observations
         fetched = jax.device_get([metrics for metrics, _ in records])
         stacked = {k: np.concatenate([m[k][:filled] for m, (_, filled) in zip(fetched, records)]) for k in fetched[0]}
         # records are [iterations] (one seed) or [iterations, seeds]: the trainer wants seeds first
@@ -220,15 +230,17 @@ class HostDriver:
         )
         return self._outer(state), output
 
-    def _flush(self, state: HostTrainState, staged: dict[str, np.ndarray], filled: int, block_start: int):
+    def _flush(self, state: HostTrainState, staged: dict[str, np.ndarray], filled: int, block_start: int,
+               env_steps: int):
+        """Learn from the staged iterations, then act on the current observations: one dispatch."""
         valid = np.arange(self.block) < filled
-        args = (state, Batch(**staged), valid, np.int32(block_start))
+        args = (state, Batch(**staged), valid, np.int32(block_start), self._obs, np.int32(env_steps))
         if self._learn is None:
             self._learn = self._compile(self._learn_fn, *args, donate=(0,))
-        state, metrics = self._learn(*args)
+        state, metrics, actions = self._learn(*args)
         if self.num_seeds > 1:
             metrics = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), metrics)  # vmap put seeds first
-        return state, metrics
+        return state, metrics, actions
 
     # --- evaluation -------------------------------------------------------------------
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
