@@ -100,6 +100,8 @@ def train(
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
         config_class(agent)
+        if agent == "imitation":
+            raise UsageError("an imitation policy is trained from an expert's data: `dqnx dataset RUN_DIR ...` then `dqnx imitate TRAIN_FILE --test TEST_FILE`")
         env = make_env(env_id, env_params)
         cfg = _resolve_config(env_id, agent, config, config_file, steps)
         stored_params = {name: getattr(env.params, name) for name in (env_params or {})}  # converted values
