@@ -415,7 +415,7 @@ def _validated(path: Path, meta: dict[str, Any], values: list[np.ndarray], row_l
         bad = np.flatnonzero(~np.isfinite(column))
         if bad.size:
             i = int(bad[0])
-            raise UsageError(f"{path} {row_label(i)}, column {name!r}: {column[i]!r} is not a finite number")
+            raise UsageError(f"{path} {row_label(i)}, column {name!r}: {column[i]:g} is not a finite number")
     action = values[-1]
     num_actions = meta["num_actions"]
     bad = np.flatnonzero((action != np.round(action)) | (action < 0) | (action >= num_actions))
