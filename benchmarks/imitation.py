@@ -1,6 +1,8 @@
 """Imitation study on CartPole-v1: how network size and data size shape a classifier policy.
 
-1. Trains an expert as `dqnx train CartPole-v1 --until-solved` does (or takes --expert RUN_DIR).
+1. Trains an expert as `dqnx train CartPole-v1 --steps 30000` does (or takes --expert RUN_DIR): the DQN
+   preset, keeping the weights of the best periodic evaluation. (`--until-solved` stops at the first
+   evaluation over the threshold, whose weights need not be the best; --expert-steps 0 uses it.)
 2. Rolls its greedy policy out into datasets with `dqnx dataset`: a small training set
    (--small samples, seed 0), a held-out test set (--test-samples, seed 1) and a large
    training set (--large samples, seed 2); different seeds, so no episode is shared.
@@ -11,7 +13,8 @@
    best-evaluated weights (what `dqnx eval` uses).
 4. Writes the table to docs/imitation.md.
 
-    python benchmarks/imitation.py [--small 1000] [--large 50000] [--test-samples 10000] [--out docs/imitation.md]
+    python benchmarks/imitation.py [--expert-steps 30000] [--small 1000] [--large 50000] [--test-samples 10000]
+                                   [--out docs/imitation.md]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--test-samples", type=int, default=10_000, help="rows of the held-out test set")
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--expert", type=Path, default=None, help="an existing expert run directory (default: train one)")
+    parser.add_argument("--expert-steps", type=int, default=30_000, help="env steps of the expert's training; 0 = until solved")
     parser.add_argument("--workdir", type=Path, default=None, help="where datasets and runs go (default: a temporary directory)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "imitation.md")
     args = parser.parse_args()
@@ -58,14 +62,19 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
     if args.expert is None:
+        expert_command = (f"dqnx train CartPole-v1 --steps {args.expert_steps}" if args.expert_steps > 0
+                          else "dqnx train CartPole-v1 --until-solved")
         t = time.perf_counter()
-        expert_run = dqnx.train("CartPole-v1", stop_when_solved=True, out=workdir / "expert")
+        if args.expert_steps > 0:
+            expert_run = dqnx.train("CartPole-v1", steps=args.expert_steps, out=workdir / "expert")
+        else:
+            expert_run = dqnx.train("CartPole-v1", stop_when_solved=True, out=workdir / "expert")
         expert_dir, expert_summary = expert_run.path, expert_run.summary
         expert_seconds = time.perf_counter() - t
     else:
         import json
 
-        expert_dir, expert_seconds = args.expert, None
+        expert_dir, expert_seconds, expert_command = args.expert, None, f"the run in {args.expert}"
         expert_summary = json.loads((args.expert / "summary.json").read_text())
     print(f"expert {expert_dir}: final greedy return {expert_summary['eval_mean_return']:.1f} over "
           f"{expert_summary['eval_episodes']} episodes", file=sys.stderr)
@@ -117,20 +126,22 @@ def main() -> None:
         f"- large training set: {args.large:,} rows from {large_eps} episodes (seed 2);",
         f"- test set: {args.test_samples:,} rows from {metas['test']['episodes']} episodes (seed 1).",
         "",
-        f"Expert: `dqnx train CartPole-v1 --until-solved` (DQN preset, seed 0): solved at env step "
-        f"{expert_summary.get('steps_to_solve')}; its best weights' greedy return over {expert_summary['eval_episodes']} "
+        f"Expert: `{expert_command}` (DQN preset, seed 0): solved at env step "
+        f"{expert_summary.get('steps_to_solve')}; its best weights (env step {expert_summary['per_seed'][0]['best_step']}) "
+        f"score a greedy return over {expert_summary['eval_episodes']} "
         f"fresh episodes: {expert_summary['eval_mean_return']:.1f} ± {expert_summary['eval_std_return']:.1f}"
         + (f"; trained in {expert_seconds:.1f} s." if expert_seconds is not None else "."),
         "",
         "Reproduce:",
         "",
         "    python benchmarks/imitation.py"
+        + (f" --expert-steps {args.expert_steps}" if args.expert_steps != 30_000 and args.expert is None else "")
         + (f" --small {args.small}" if args.small != 1000 else "")
         + (f" --large {args.large}" if args.large != 50_000 else "")
         + (f" --test-samples {args.test_samples}" if args.test_samples != 10_000 else "")
         + (f" --epochs {args.epochs}" if args.epochs != 150 else ""),
         "",
-        "or by hand: `dqnx train CartPole-v1 --until-solved --out expert`, then",
+        f"or by hand: `{expert_command if args.expert is None else 'dqnx train CartPole-v1 --steps 30000'} --out expert`, then",
         f"`dqnx dataset expert --samples {args.small} --out train.csv --seed 0`,",
         f"`dqnx dataset expert --samples {args.test_samples} --out test.csv --seed 1`,",
         "`dqnx imitate train.csv --test test.csv --hidden 256` and `dqnx eval RUN_DIR`.",
