@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1000, help="rows of the small training set")
     parser.add_argument("--large", type=int, default=50_000, help="rows of the large training set")
     parser.add_argument("--test-samples", type=int, default=10_000, help="rows of the held-out test set")
+    parser.add_argument("--one-layer-sizes", default="200000",
+                        help="further training-set sizes (comma-separated) for the 1x256 policy alone; '' for none")
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--expert", type=Path, default=None, help="an existing expert run directory (default: train one)")
     parser.add_argument("--expert-steps", type=int, default=30_000, help="env steps of the expert's training; 0 = until solved")
@@ -79,23 +81,27 @@ def main() -> None:
     print(f"expert {expert_dir}: final greedy return {expert_summary['eval_mean_return']:.1f} over "
           f"{expert_summary['eval_episodes']} episodes", file=sys.stderr)
 
+    extra_sizes = [int(v) for v in args.one_layer_sizes.split(",") if v.strip()]
     sets = {"small": (args.small, 0), "test": (args.test_samples, 1), "large": (args.large, 2)}
+    for i, size in enumerate(extra_sizes):
+        sets[f"extra{i}"] = (size, 3 + i)
     files, metas = {}, {}
     for name, (samples, seed) in sets.items():
         files[name] = workdir / f"{name}-{samples}-seed{seed}.csv"
         metas[name] = make_dataset(expert_dir, samples, files[name], seed=seed)
         print(f"dataset {files[name].name}: {metas[name]['episodes']} episodes", file=sys.stderr)
 
+    cases = [(set_name, label, hidden) for set_name in ("small", "large") for label, hidden in MODELS]
+    cases += [(f"extra{i}", MODELS[1][0], MODELS[1][1]) for i in range(len(extra_sizes))]
     rows = []
-    for set_name in ("small", "large"):
-        for label, hidden in MODELS:
-            t = time.perf_counter()
-            run = imitate(files[set_name], files["test"], config={"hidden_sizes": hidden, "epochs": args.epochs},
-                          out=workdir / f"imitate-{set_name}-{'x'.join(map(str, hidden)) or 'linear'}")
-            s = run.summary
-            rows.append({"set": set_name, "samples": sets[set_name][0], "model": label, "seconds": time.perf_counter() - t, **s})
-            print(f"{set_name} {label}: test acc {s['test_accuracy']:.4f}, last return {s['last_eval_mean_return']:.1f}, "
-                  f"best return {s['eval_mean_return']:.1f} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    for set_name, label, hidden in cases:
+        t = time.perf_counter()
+        run = imitate(files[set_name], files["test"], config={"hidden_sizes": hidden, "epochs": args.epochs},
+                      out=workdir / f"imitate-{sets[set_name][0]}-{'x'.join(map(str, hidden)) or 'linear'}")
+        s = run.summary
+        rows.append({"set": set_name, "samples": sets[set_name][0], "model": label, "seconds": time.perf_counter() - t, **s})
+        print(f"{set_name} {label}: test acc {s['test_accuracy']:.4f}, last return {s['last_eval_mean_return']:.1f}, "
+              f"best return {s['eval_mean_return']:.1f} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
 
     total = time.perf_counter() - started
     lines = [
@@ -118,13 +124,27 @@ def main() -> None:
             f"{r['last_eval_mean_return']:.1f} ± {r['last_eval_std_return']:.1f} | "
             f"{r['eval_mean_return']:.1f} ± {r['eval_std_return']:.1f} ({r['best_epoch']}) | {r['seconds']:.1f} |"
         )
-    small_eps, large_eps = metas["small"]["episodes"], metas["large"]["episodes"]
+    reached = [r for r in rows if r["test_accuracy"] >= 0.95]
+    perfect = [r for r in rows if r["model"] == MODELS[1][0] and r["eval_mean_return"] >= 500.0]
     lines += [
         "",
-        "Datasets (one row per env step of the expert's greedy policy, whole episodes in order):",
-        f"- small training set: {args.small:,} rows from {small_eps} episode{'s' if small_eps != 1 else ''} (seed 0);",
-        f"- large training set: {args.large:,} rows from {large_eps} episodes (seed 2);",
-        f"- test set: {args.test_samples:,} rows from {metas['test']['episodes']} episodes (seed 1).",
+        "Read from the table above (computed by the script):",
+        "- test accuracy >= 95%: " + (", ".join(f"{r['model']} on {r['samples']:,} rows ({r['test_accuracy']:.3f})" for r in reached)
+                                      or "not reached in this run") + ";",
+        "- a one-hidden-layer policy whose `dqnx eval` weights (best) score a mean of 500 over 100 fresh episodes: "
+        + (", ".join(f"{r['samples']:,} rows (epoch {r['best_epoch']}, test accuracy of the last epoch {r['test_accuracy']:.3f})"
+                     for r in perfect) or "none in this run") + ";",
+        "- overfitting, train minus test accuracy: "
+        + ", ".join(f"{r['model']} on {r['samples']:,} rows {r['train_accuracy'] - r['test_accuracy']:+.3f}" for r in rows) + ".",
+    ]
+    lines += ["", "Datasets (one row per env step of the expert's greedy policy, whole episodes in order):"]
+    for name in sets:
+        samples, seed = sets[name]
+        episodes = metas[name]["episodes"]
+        role = "test set" if name == "test" else "training set"
+        lines.append(f"- {role}: {samples:,} rows from {episodes} episode{'s' if episodes != 1 else ''} (`--seed {seed}`);")
+    lines[-1] = lines[-1][:-1] + "."
+    lines += [
         "",
         f"Expert: `{expert_command}` (DQN preset, seed 0): solved at env step "
         f"{expert_summary.get('steps_to_solve')}; its best weights (env step {expert_summary['per_seed'][0]['best_step']}) "
@@ -139,7 +159,8 @@ def main() -> None:
         + (f" --small {args.small}" if args.small != 1000 else "")
         + (f" --large {args.large}" if args.large != 50_000 else "")
         + (f" --test-samples {args.test_samples}" if args.test_samples != 10_000 else "")
-        + (f" --epochs {args.epochs}" if args.epochs != 150 else ""),
+        + (f" --epochs {args.epochs}" if args.epochs != 150 else "")
+        + (f" --one-layer-sizes '{args.one_layer_sizes}'" if args.one_layer_sizes != "200000" else ""),
         "",
         f"or by hand: `{expert_command if args.expert is None else 'dqnx train CartPole-v1 --steps 30000'} --out expert`, then",
         f"`dqnx dataset expert --samples {args.small} --out train.csv --seed 0`,",

@@ -233,10 +233,13 @@ def test_bad_parquet_names_row_and_column(case, tmp_path, datasets):
     assert message in str(error.value)
 
 
-def test_empty_parquet_file(tmp_path):
+def test_empty_or_corrupt_parquet_file(tmp_path):
     path = tmp_path / "empty.parquet"
     path.write_bytes(b"")
     with pytest.raises(UsageError, match=r"is empty \(0 bytes\)"):
+        read_dataset(path)
+    path.write_bytes(b"obs_0,action\n0.1,0\n")
+    with pytest.raises(UsageError, match="is not a readable Parquet file"):
         read_dataset(path)
 
 
@@ -258,3 +261,6 @@ def test_dataset_refuses_to_overwrite(datasets, expert):
         make_dataset(expert, 10, datasets["train"], seed=3)
     with pytest.raises(UsageError, match="must end in .csv or .parquet"):
         make_dataset(expert, 10, datasets["train"].with_suffix(".txt"), seed=3)
+    with pytest.raises(UsageError, match="--samples must be a positive number"):
+        make_dataset(expert, 0, datasets["train"].with_name("zero.csv"), seed=3)
+    assert not datasets["train"].with_name("zero.csv").exists()

@@ -356,13 +356,14 @@ def _read_csv(path: Path) -> Dataset:
     for j, name in enumerate(expected):
         try:
             values.append(np.asarray(columns[j], dtype=np.float64))
-        except ValueError:
+        except ValueError:  # numpy's fast parse failed: find the culprit with Python's own, one value at a time
+            parsed = []
             for i, text in enumerate(columns[j]):
                 try:
-                    float(text)
+                    parsed.append(float(text))
                 except ValueError:
                     raise UsageError(f"{path} row {i + 1} (line {lines[i]}), column {name!r}: {text!r} is not a number") from None
-            raise
+            values.append(np.asarray(parsed, np.float64))
     return _validated(path, meta, values, lambda i: f"row {i + 1} (line {lines[i]})")
 
 
