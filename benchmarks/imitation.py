@@ -165,7 +165,9 @@ def main() -> None:
         f"or by hand: `{expert_command if args.expert is None else 'dqnx train CartPole-v1 --steps 30000'} --out expert`, then",
         f"`dqnx dataset expert --samples {args.small} --out train.csv --seed 0`,",
         f"`dqnx dataset expert --samples {args.test_samples} --out test.csv --seed 1`,",
-        "`dqnx imitate train.csv --test test.csv --hidden 256` and `dqnx eval RUN_DIR`.",
+        "`dqnx imitate train.csv --test test.csv --hidden 256` and `dqnx eval RUN_DIR`"
+        + (f"; the larger sets likewise, e.g. `dqnx dataset expert --samples {extra_sizes[-1]} --out big.csv "
+           f"--seed {sets[f'extra{len(extra_sizes) - 1}'][1]}`." if extra_sizes else "."),
         "",
         f"Measured on {platform.machine()} Linux, Python {platform.python_version()}, CPU only, code {version_start}"
         + (f" (at the end: {git_version()})" if git_version() != version_start else "")

@@ -219,10 +219,6 @@ def _check_out(out: Path) -> Path:
         raise UsageError(f"{sidecar_path(out)} already exists; pick another --out or delete it first")
     if out.suffix == ".parquet":
         _pyarrow()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the directory of {out} ({e.strerror}); pick another --out") from None
     return out
 
 
@@ -246,6 +242,10 @@ def write_dataset(path: str | Path, obs: np.ndarray, actions: np.ndarray, meta: 
     """Write rows (obs [N, F], actions [N]) to a .csv (+ sidecar .csv.json) or a .parquet file, atomically."""
     path = Path(path)
     columns = meta["columns"]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the directory of {path} ({e.strerror}); pick another --out") from None
     if path.suffix == ".csv":
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
