@@ -264,3 +264,20 @@ def test_dataset_refuses_to_overwrite(datasets, expert):
     with pytest.raises(UsageError, match="--samples must be a positive number"):
         make_dataset(expert, 0, datasets["train"].with_name("zero.csv"), seed=3)
     assert not datasets["train"].with_name("zero.csv").exists()
+
+
+def test_cli_dataset_imitate_eval(tmp_path, expert):
+    def cli(*args):
+        result = subprocess.run([sys.executable, "-m", "dqnx.cli", *map(str, args)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    assert cli("dataset", expert, "--samples", 300, "--out", "train.parquet", "--seed", 0).stdout == "train.parquet\n"
+    cli("dataset", expert, "--samples", 200, "--out", "test.csv", "--seed", 1)
+    result = cli("imitate", "train.parquet", "--test", "test.csv", "--hidden", "", "--epochs", 2,
+                 "--set", "eval_episodes=4", "--set", "final_eval_episodes=4", "--out", "policy")
+    assert result.stdout == "policy\n" and "epoch 2: train loss" in result.stderr
+    assert json.loads((tmp_path / "policy" / "config.json").read_text())["config"]["hidden_sizes"] == []
+    evaluated = json.loads(cli("eval", "policy", "--episodes", 3, "--json").stdout)
+    assert evaluated["episodes"] == 3 and evaluated["env_id"] == "CartPole-v1"

@@ -158,11 +158,12 @@ def imitate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch lines; the run directory is still printed."),
 ) -> None:
     """Train a classifier policy on an expert's dataset (cross-entropy); `dqnx eval` then runs it in the env."""
-    from dqnx.config import parse_set
+    from dqnx.config import coerce_scalar, parse_set
 
     overrides: dict = parse_set(set_)
     if hidden is not None:
-        overrides["hidden_sizes"] = "" if hidden.strip().lower() in ("none", "linear") else hidden
+        widths = "" if hidden.strip().lower() in ("none", "linear") else hidden
+        overrides["hidden_sizes"] = coerce_scalar("hidden_sizes", widths, tuple[int, ...], "--hidden")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("learning_rate", lr)):
         if value is not None:
             overrides[name] = value
