@@ -275,3 +275,22 @@ def test_atari_smoke_run_through_the_host_loop(tmp_path):
     agent = dqnx.load(tmp_path / "pong")
     frame_stack = agent.env.make(train=False).reset(seed=1)[0]
     assert agent.q_values(frame_stack).shape == (6,)
+
+
+def test_imitation_from_a_gymnasium_expert(toys_on_path, tmp_path):
+    """dqnx dataset / imitate work on Gymnasium runs: rollouts and evaluations on the host."""
+    from dqnx.imitation.dataset import make_dataset, read_dataset
+    from dqnx.imitation.train import imitate
+
+    config = {"total_steps": 2000, "learning_starts": 200, "epsilon_decay_steps": 1000, "eval_every": 500,
+              "eval_episodes": 2, "final_eval_episodes": 2, "hidden_sizes": [32], "buffer_size": 2000,
+              "gamma": 0.9, "tau": 0.05}
+    dqnx.train("gym_toys:Corridor", config=config, env_params={"max_episode_steps": 30}, out=tmp_path / "expert")
+    make_dataset(tmp_path / "expert", 40, tmp_path / "train.csv", seed=0)
+    make_dataset(tmp_path / "expert", 20, tmp_path / "test.csv", seed=1)
+    data = read_dataset(tmp_path / "train.csv")
+    assert data.meta["backend"] == "gymnasium" and len(data) == 40
+    assert set(data.actions.tolist()) == {1}  # the expert walks right from every tile it visits
+    run = imitate(tmp_path / "train.csv", tmp_path / "test.csv", config={"epochs": 30, "eval_every_epochs": 10,
+                  "eval_episodes": 2, "final_eval_episodes": 2, "hidden_sizes": [16]}, out=tmp_path / "imitated")
+    assert dqnx.evaluate(tmp_path / "imitated", episodes=2)["mean_return"] == -5.0

@@ -106,6 +106,8 @@ def train(
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
         config_class(agent)
+        if agent == "imitation":
+            raise UsageError("an imitation policy is trained from an expert's data: `dqnx dataset RUN_DIR ...` then `dqnx imitate TRAIN_FILE --test TEST_FILE`")
         chosen = resolve_backend(env_id, backend)
         env = make_env(env_id, env_params, chosen)
         cfg = _resolve_config(_preset_id(env), agent, config, config_file, steps)

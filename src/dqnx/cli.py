@@ -1,4 +1,4 @@
-"""The `dqnx` command: train, eval, show, plot, record, report, envs.
+"""The `dqnx` command: train, eval, show, plot, record, report, envs, dataset, imitate.
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback),
 1 on a failure while running, 130 when interrupted (a checkpoint is saved first).
@@ -29,7 +29,7 @@ def _err(message: str) -> None:
 @app.command()
 def train(
     env_id: Optional[str] = typer.Argument(None, help="Environment: a gymnax id (see `dqnx envs`), a Gymnasium id (LunarLander-v3, ALE/Pong-v5) or module.path:EnvClass. Omit with --resume."),
-    agent: str = typer.Option("dqn", "--agent", help="dqn, tabular-q, sarsa or linear-q."),
+    agent: str = typer.Option("dqn", "--agent", help="dqn, tabular-q, sarsa or linear-q (imitation policies come from `dqnx imitate`)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="jax (gymnax, compiled loop) or gymnasium (host loop); default: jax for gymnax's ids, else gymnasium."),
     num_envs: Optional[int] = typer.Option(None, "--num-envs", help="Environments stepped in parallel per seed (same as --set num_envs=N)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Env steps to train (default: the preset's total_steps)."),
@@ -112,7 +112,8 @@ def eval_(
         return
     steps = result["weights_env_steps"]
     steps_text = ", ".join(map(str, steps)) if isinstance(steps, list) else str(steps)
-    _err(f"evaluated the {weights} weights of {run_dir} (from env step {steps_text})")
+    origin = f" (from env step {steps_text})" if steps is not None else ""  # imitation weights come from epochs, not env steps
+    _err(f"evaluated the {weights} weights of {run_dir}{origin}")
     typer.echo(
         f"{result['env_id']}: mean return {result['mean_return']:.2f} ± {result['std_return']:.2f} "
         f"over {result['episodes']} episodes" + (f" for each of {result['seeds']} seeds" if result["seeds"] > 1 else "")
@@ -176,6 +177,66 @@ def report(
     from dqnx.viz.report import write_report
 
     typer.echo(str(write_report(run_dir, out=out, episodes=episodes, seed=seed)))
+
+
+@app.command()
+def dataset(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `dqnx train`: the expert."),
+    samples: int = typer.Option(..., "--samples", help="Rows to write: one per env step of the expert's greedy policy."),
+    out: Path = typer.Option(..., "--out", help="FILE.csv (with a FILE.csv.json sidecar naming the env) or FILE.parquet."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the episodes; different seeds give disjoint episodes (train vs test)."),
+    weights: str = typer.Option("best", "--weights", help="The expert's 'best' or 'last' weights."),
+    seed_index: int = typer.Option(0, "--seed-index", help="Which seed of a multi-seed expert run."),
+) -> None:
+    """Write an expert's greedy (state, action) pairs to a CSV or Parquet file, for `dqnx imitate`."""
+    from dqnx.imitation.dataset import make_dataset
+
+    meta = make_dataset(run_dir, samples, out, seed=seed, weights=weights, seed_index=seed_index)
+    expert = meta["expert"]
+    mean = expert["mean_return_complete_episodes"]
+    _err(f"{meta['samples']} rows from {meta['episodes']} episode{'s' if meta['episodes'] != 1 else ''} of {meta['env_id']}"
+         + (f"; expert mean return {mean:.1f} over its {expert['complete_episodes']} complete episodes" if mean is not None else ""))
+    typer.echo(str(out))
+
+
+@app.command()
+def imitate(
+    train_file: Path = typer.Argument(..., help="Training data written by `dqnx dataset` (.csv or .parquet)."),
+    test: Path = typer.Option(..., "--test", help="Held-out data from another --seed; only measured, never trained on."),
+    hidden: Optional[str] = typer.Option(None, "--hidden", help="Hidden layer widths, e.g. 256,256; '' or none = a linear policy (default 256,256)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training set (default 150)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per Adam step (default 64)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3)."),
+    set_: List[str] = typer.Option([], "--set", help="Any other ImitationConfig field: --set eval_every_epochs=5 (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the minibatch order."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/ENV-imitation-TIME)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch lines; the run directory is still printed."),
+) -> None:
+    """Train a classifier policy on an expert's dataset (cross-entropy); `dqnx eval` then runs it in the env."""
+    from dqnx.config import coerce_scalar, parse_set
+
+    overrides: dict = parse_set(set_)
+    if hidden is not None:
+        widths = "" if hidden.strip().lower() in ("none", "linear") else hidden
+        overrides["hidden_sizes"] = coerce_scalar("hidden_sizes", widths, tuple[int, ...], "--hidden")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("learning_rate", lr)):
+        if value is not None:
+            overrides[name] = value
+    from dqnx.imitation.train import imitate as run_imitation
+
+    def report(row: dict) -> None:
+        line = (f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
+                f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.3f}")
+        if row["eval_mean_return"] is not None:
+            line += f" | env return {row['eval_mean_return']:.1f}"
+        _err(line)
+
+    run = run_imitation(train_file, test, config=overrides, seed=seed, out=out, on_epoch=None if quiet else report)
+    s = run.summary
+    if not quiet:
+        _err(f"last epoch: test accuracy {s['test_accuracy']:.3f}; greedy return of the best weights (epoch "
+             f"{s['best_epoch']}) over {s['eval_episodes']} fresh episodes: {s['eval_mean_return']:.1f} ± {s['eval_std_return']:.1f}")
+    typer.echo(str(run.path))
 
 
 @app.command()

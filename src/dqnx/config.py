@@ -1,7 +1,7 @@
 """Agent configurations: one frozen, typed dataclass per agent, every field documented.
 
 `RunConfig` holds what every agent shares (budget, discount, exploration,
-evaluation); `DQNConfig`, `TabularConfig` and `LinearConfig` add their own fields.
+evaluation); `DQNConfig`, `TabularConfig`, `LinearConfig` and `ImitationConfig` add their own fields.
 Values come in layers, later ones winning:
 
 1. the defaults below;
@@ -193,12 +193,41 @@ class LinearConfig(RunConfig):
         return self
 
 
+@dataclass(frozen=True)
+class ImitationConfig(RunConfig):
+    """A classifier policy trained by `dqnx imitate` on an expert's (state, action) pairs.
+
+    The network maps a state to one logit per action and is trained with cross-entropy
+    against the expert's action; its greedy action is the argmax of the logits, so
+    `dqnx eval` runs it like any agent. No hidden layers means a linear (multinomial
+    logistic regression) policy. Of the shared fields only the evaluation ones are used
+    (eval_episodes, final_eval_episodes): training never steps the environment.
+    """
+
+    hidden_sizes: tuple[int, ...] = _doc("Widths of the MLP's hidden layers (ReLU between them); empty = a linear policy.", default=(256, 256))
+    epochs: int = _doc("Passes over the training set.", default=150)
+    batch_size: int = _doc("Samples per Adam step, at most the training set's size (reshuffled every epoch; a last partial batch is dropped).", default=64)
+    learning_rate: float = _doc("Adam step size.", default=1e-3)
+    eval_every_epochs: int = _doc("Greedy evaluation in the environment (eval_episodes episodes) every this many epochs; the best one gives best.safetensors.", default=10)
+
+    def validate(self) -> "ImitationConfig":
+        RunConfig.validate(self)
+        for name in ("epochs", "batch_size", "eval_every_epochs"):
+            _positive(self, name)
+        if any(h <= 0 for h in self.hidden_sizes):
+            raise UsageError(f"hidden_sizes must be positive widths like 256,256 (or empty for a linear policy), got {self.hidden_sizes}")
+        if self.learning_rate <= 0:
+            raise UsageError(f"learning_rate must be > 0, got {self.learning_rate}")
+        return self
+
+
 # Agent name -> its configuration class (`--agent`).
 CONFIGS: dict[str, type[RunConfig]] = {
     "dqn": DQNConfig,
     "tabular-q": TabularConfig,
     "sarsa": TabularConfig,
     "linear-q": LinearConfig,
+    "imitation": ImitationConfig,
 }
 
 

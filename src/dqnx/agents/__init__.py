@@ -1,4 +1,5 @@
-"""Agents as pure functions. One file per family: dqn.py (DQN), tabular.py, linear.py.
+"""Agents as pure functions. One file per family: dqn.py (DQN), tabular.py, linear.py,
+imitation.py (a classifier policy trained by `dqnx imitate`).
 
 Every agent gives the training loop the same four functions, a `Learner`:
 
@@ -41,7 +42,7 @@ class Learner(NamedTuple):
 
 
 def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
-    """The Learner of `agent` ('dqn', 'tabular-q', 'sarsa', 'linear-q') for `env`."""
+    """The Learner of `agent` ('dqn', 'tabular-q', 'sarsa', 'linear-q', 'imitation') for `env`."""
     if agent == "dqn":
         from dqnx.agents.dqn import make_dqn_learner
 
@@ -55,4 +56,8 @@ def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
         from dqnx.agents.linear import make_linear_learner
 
         return make_linear_learner(config, env)
+    if agent == "imitation":
+        from dqnx.agents.imitation import make_imitation_learner
+
+        return make_imitation_learner(config, env.obs_shape, env.num_actions)
     raise ValueError(f"unknown agent {agent!r}")
