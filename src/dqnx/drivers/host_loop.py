@@ -41,6 +41,8 @@ from dqnx.agents.exploration import epsilon_at
 from dqnx.config import RunConfig
 from dqnx.drivers.jax_loop import ChunkOutput, seed_key
 
+# Per-iteration records of a training phase, in the order the learn call packs them.
+METRIC_NAMES = ("loss", "q_mean", "td_abs", "epsilon")
 # Episodes of one evaluation run side by side, per seed, in one vector env.
 EVAL_PARALLEL = 10
 TRAIN_ENV_STREAM = 11
@@ -106,7 +108,9 @@ class HostDriver:
 
             steps = jnp.arange(valid.shape[0], dtype=jnp.int32)
             state, metrics = jax.lax.scan(one, state, (steps, staged, valid))
-            return state, metrics, act(state.agent.params, state.act_key, next_obs, env_steps)
+            # One array [4, block] per call: fetching many small arrays from the device is what costs.
+            packed = jnp.stack([metrics[name] for name in METRIC_NAMES])
+            return state, packed, act(state.agent.params, state.act_key, next_obs, env_steps)
 
         self._act_fn = self._batched(act, (0, 0, 0, None), from_state=2)
         # staged arrays arrive [block, seeds, ...]: the seed axis is their second
@@ -217,13 +221,15 @@ class HostDriver:
             actions = None
             if trains_now or filled == self.block or i == iterations - 1:
                 state, metrics, actions = self._flush(state, staged, filled, block_start, env_steps)
-                records.append((metrics, filled))  # device arrays: fetched once, at the chunk's end
+                metrics.copy_to_host_async()  # fetched at the chunk's end; the copy overlaps the loop
+                records.append((metrics, filled))
                 filled, block_start = 0, env_steps
         self._pending = actions  # the learn call also chose the actions for the next observations
-        fetched = jax.device_get([metrics for metrics, _ in records])
-        stacked = {k: np.concatenate([m[k][:filled] for m, (_, filled) in zip(fetched, records)]) for k in fetched[0]}
-        # records are [iterations] (one seed) or [iterations, seeds]: the trainer wants seeds first
-        stacked = {k: (v[None] if S == 1 else np.moveaxis(v, 0, 1)) for k, v in stacked.items()}
+        # each record is [4, block] (one seed) or [seeds, 4, block]: join the blocks, seeds first
+        fetched = [np.asarray(m)[..., :used] for m, used in records]
+        joined = np.concatenate(fetched, axis=-1)
+        joined = joined[None] if S == 1 else joined
+        stacked = {name: joined[:, k] for k, name in enumerate(METRIC_NAMES)}
         output = ChunkOutput(
             finished_return=np.moveaxis(finished, 0, 1),
             loss=stacked["loss"], q_mean=stacked["q_mean"], td_abs=stacked["td_abs"], epsilon=stacked["epsilon"],
@@ -237,10 +243,7 @@ class HostDriver:
         args = (state, Batch(**staged), valid, np.int32(block_start), self._obs, np.int32(env_steps))
         if self._learn is None:
             self._learn = self._compile(self._learn_fn, *args, donate=(0,))
-        state, metrics, actions = self._learn(*args)
-        if self.num_seeds > 1:
-            metrics = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), metrics)  # vmap put seeds first
-        return state, metrics, actions
+        return self._learn(*args)
 
     # --- evaluation -------------------------------------------------------------------
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
