@@ -1,6 +1,6 @@
 """Imitation study on CartPole-v1: how network size and data size shape a classifier policy.
 
-1. Trains an expert as `dqnx train CartPole-v1 --steps 30000` does (or takes --expert RUN_DIR): the DQN
+1. Trains an expert as `dqnx train CartPole-v1` does (the preset's full 50k steps) (or takes --expert RUN_DIR): the DQN
    preset, keeping the weights of the best periodic evaluation. (`--until-solved` stops at the first
    evaluation over the threshold, whose weights need not be the best; --expert-steps 0 uses it.)
 2. Rolls its greedy policy out into datasets with `dqnx dataset`: a small training set
@@ -13,7 +13,7 @@
    best-evaluated weights (what `dqnx eval` uses).
 4. Writes the table to docs/imitation.md.
 
-    python benchmarks/imitation.py [--expert-steps 30000] [--small 1000] [--large 50000] [--test-samples 10000]
+    python benchmarks/imitation.py [--expert-steps 50000] [--small 1000] [--large 50000] [--test-samples 10000]
                                    [--out docs/imitation.md]
 """
 
@@ -49,7 +49,7 @@ def main() -> None:
                         help="further training-set sizes (comma-separated) for the 1x256 policy alone; '' for none")
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--expert", type=Path, default=None, help="an existing expert run directory (default: train one)")
-    parser.add_argument("--expert-steps", type=int, default=30_000, help="env steps of the expert's training; 0 = until solved")
+    parser.add_argument("--expert-steps", type=int, default=50_000, help="env steps of the expert's training; 0 = until solved")
     parser.add_argument("--workdir", type=Path, default=None, help="where datasets and runs go (default: a temporary directory)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "imitation.md")
     args = parser.parse_args()
@@ -155,14 +155,14 @@ def main() -> None:
         "Reproduce:",
         "",
         "    python benchmarks/imitation.py"
-        + (f" --expert-steps {args.expert_steps}" if args.expert_steps != 30_000 and args.expert is None else "")
+        + (f" --expert-steps {args.expert_steps}" if args.expert_steps != 50_000 and args.expert is None else "")
         + (f" --small {args.small}" if args.small != 1000 else "")
         + (f" --large {args.large}" if args.large != 50_000 else "")
         + (f" --test-samples {args.test_samples}" if args.test_samples != 10_000 else "")
         + (f" --epochs {args.epochs}" if args.epochs != 150 else "")
         + (f" --one-layer-sizes '{args.one_layer_sizes}'" if args.one_layer_sizes != "200000" else ""),
         "",
-        f"or by hand: `{expert_command if args.expert is None else 'dqnx train CartPole-v1 --steps 30000'} --out expert`, then",
+        f"or by hand: `{expert_command if args.expert is None else 'dqnx train CartPole-v1'} --out expert`, then",
         f"`dqnx dataset expert --samples {args.small} --out train.csv --seed 0`,",
         f"`dqnx dataset expert --samples {args.test_samples} --out test.csv --seed 1`,",
         "`dqnx imitate train.csv --test test.csv --hidden 256` and `dqnx eval RUN_DIR`"

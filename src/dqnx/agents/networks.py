@@ -57,15 +57,31 @@ class NatureCNN(nn.Module):
         return nn.Dense(self.num_actions)(x)
 
 
+# The Nature CNN's valid convolutions (8/4, 4/2, 3/1) need images of at least 36x36.
+MIN_CNN_SIZE = 36
+
+
 def make_network(kind: str, num_actions: int, hidden_sizes: tuple[int, ...], obs_shape: tuple[int, ...],
                  image_layout: str | None = None) -> nn.Module:
-    """'mlp', 'cnn', or 'auto': the CNN for image observations (rank 3), else the MLP."""
+    """'mlp', 'cnn', or 'auto': the CNN for images (rank 3, uint8, at least 36x36), else the MLP.
+
+    Small rank-3 observations such as MinAtar's 10x10x4 boards go to the MLP under 'auto'.
+    """
+    height, width = _image_size(obs_shape, image_layout)
     if kind == "auto":
-        kind = "cnn" if len(obs_shape) == 3 else "mlp"
+        big_image = image_layout is not None and min(height, width) >= MIN_CNN_SIZE
+        kind = "cnn" if big_image else "mlp"
     if kind == "cnn":
         from dqnx.errors import UsageError
 
-        if len(obs_shape) != 3:
-            raise UsageError(f"network=cnn needs image observations (rank 3), got shape {obs_shape}; use network=mlp")
+        if len(obs_shape) != 3 or min(height, width) < MIN_CNN_SIZE:
+            raise UsageError(f"network=cnn needs image observations of at least {MIN_CNN_SIZE}x{MIN_CNN_SIZE}, "
+                             f"got shape {obs_shape}; use network=mlp")
         return NatureCNN(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), layout=image_layout or "HWC")
     return QNetwork(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes))
+
+
+def _image_size(obs_shape: tuple[int, ...], layout: str | None) -> tuple[int, int]:
+    if len(obs_shape) != 3:
+        return 0, 0
+    return tuple(obs_shape[1:]) if layout == "CHW" else tuple(obs_shape[:2])

@@ -4,7 +4,8 @@ Gymnasium environments step in Python, so the loop runs on the host:
 
     every iteration:    actions = learner.act(...)   one jitted call, all seeds and envs
                         vector env step              transitions staged in host arrays
-    at a training step: learner.learn over the staged iterations, in one jitted scan
+    at a training step: learner.learn over the staged iterations (a lax.scan), then
+                        learner.act for the next observations: one jitted call
 
 The agent code is exactly that of the compiled loop (learner.act, learner.learn with
 its replay and cadence). Learning is staged only up to the next iteration at which
@@ -40,6 +41,7 @@ from dqnx.agents import Batch, make_learner
 from dqnx.agents.exploration import epsilon_at
 from dqnx.config import RunConfig
 from dqnx.drivers.jax_loop import ChunkOutput, seed_key
+from dqnx.replay import frames as frame_replay
 
 # Per-iteration records of a training phase, in the order the learn call packs them.
 METRIC_NAMES = ("loss", "q_mean", "td_abs", "epsilon")
@@ -112,9 +114,11 @@ class HostDriver:
             packed = jnp.stack([metrics[name] for name in METRIC_NAMES])
             return state, packed, act(state.agent.params, state.act_key, next_obs, env_steps)
 
-        self._act_fn = self._batched(act, (0, 0, 0, None), from_state=2)
+        # Seeds are vmapped, one seed too: the cadence predicates (valid, env_steps) are
+        # shared by all seeds, so under vmap the learner's branches stay real branches.
+        self._act_fn = jax.vmap(act, in_axes=(0, 0, 0, None))
         # staged arrays arrive [block, seeds, ...]: the seed axis is their second
-        self._learn_fn = self._batched(learn_then_act, (0, 1, None, None, 0, None))
+        self._learn_fn = jax.vmap(learn_then_act, in_axes=(0, 1, None, None, 0, None))
 
     # --- state ------------------------------------------------------------------------
     def init_states(self, seeds: list[int]) -> HostTrainState:
@@ -128,24 +132,6 @@ class HostDriver:
     def place(self, tree: Any) -> Any:
         return jax.tree.map(jnp.asarray, tree)
 
-    def _batched(self, fn, in_axes, from_state: int = 1):
-        """The per-seed `fn` for the inner state layout: unbatched for one seed (a real
-        `lax.cond`, and no per-call copy of the state to add or drop the seed axis),
-        vmapped over seeds otherwise. The first `from_state` arguments come from the state,
-        already in that layout; the others carry a seed axis at their `in_axes`."""
-        if self.num_seeds == 1:
-            def one(*args):
-                rest = [_take(a, axis) for a, axis in zip(args[from_state:], in_axes[from_state:])]
-                return fn(*args[:from_state], *rest)
-            return one
-        return jax.vmap(fn, in_axes=in_axes)
-
-    def _inner(self, state: Any) -> Any:
-        return jax.tree.map(lambda x: x[0], state) if self.num_seeds == 1 else state
-
-    def _outer(self, state: Any) -> Any:
-        return jax.tree.map(lambda x: x[None], state) if self.num_seeds == 1 else state
-
     def _compile(self, fn, *args, donate=()):
         start = time.perf_counter()
         compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
@@ -153,7 +139,7 @@ class HostDriver:
         return compiled
 
     # --- training ---------------------------------------------------------------------
-    def _reset_training_envs(self, start_step: int) -> None:
+    def _reset_training_envs(self, state: HostTrainState, start_step: int) -> HostTrainState:
         if self._vec is None:
             self._vec = self.env.make_vector(self.num_seeds * self.n, mode=self.config.vector_mode, train=True)
         seeds = [s for seed in self.seeds for s in env_seeds(seed, TRAIN_ENV_STREAM + start_step, self.n)]
@@ -161,6 +147,11 @@ class HostDriver:
         self._obs = self._shape(obs)
         self._pending = None
         self._episode_return[:] = 0.0
+        replay = getattr(state.agent, "replay", None)
+        if isinstance(replay, frame_replay.FrameReplay):
+            # A resumed run's episodes restart here: frame stacks must not reach across the cut.
+            state = state.replace(agent=state.agent.replace(replay=jax.jit(jax.vmap(frame_replay.cut_episodes))(replay)))
+        return state
 
     def _shape(self, x: Any) -> np.ndarray:
         """[num_seeds * num_envs, ...] -> [num_seeds, num_envs, ...]."""
@@ -177,9 +168,8 @@ class HostDriver:
 
     def chunk(self, state: HostTrainState, iterations: int, start_step: int) -> tuple[HostTrainState, ChunkOutput]:
         """Step every env `iterations` times, learning as the cadence says; records per iteration."""
-        state = self._inner(state)
         if self._vec is None:  # a new run, or a resumed one: episodes start afresh
-            self._reset_training_envs(start_step)
+            state = self._reset_training_envs(state, start_step)
         S, n = self.num_seeds, self.n
         flat, obs_shape = (S, n), (S, n, *self.env.obs_shape)
         staged = self._staging()
@@ -225,16 +215,14 @@ class HostDriver:
                 records.append((metrics, filled))
                 filled, block_start = 0, env_steps
         self._pending = actions  # the learn call also chose the actions for the next observations
-        # each record is [4, block] (one seed) or [seeds, 4, block]: join the blocks, seeds first
-        fetched = [np.asarray(m)[..., :used] for m, used in records]
-        joined = np.concatenate(fetched, axis=-1)
-        joined = joined[None] if S == 1 else joined
+        # each record is [seeds, 4, block]: join the blocks
+        joined = np.concatenate([np.asarray(m)[..., :used] for m, used in records], axis=-1)
         stacked = {name: joined[:, k] for k, name in enumerate(METRIC_NAMES)}
         output = ChunkOutput(
             finished_return=np.moveaxis(finished, 0, 1),
             loss=stacked["loss"], q_mean=stacked["q_mean"], td_abs=stacked["td_abs"], epsilon=stacked["epsilon"],
         )
-        return self._outer(state), output
+        return state, output
 
     def _flush(self, state: HostTrainState, staged: dict[str, np.ndarray], filled: int, block_start: int,
                env_steps: int):
@@ -290,9 +278,3 @@ class HostDriver:
         self._vec = None
         self._eval_vecs.clear()
 
-
-def _take(arg: Any, axis: int | None) -> Any:
-    """Drop the seed axis (of size 1) at `axis`; None: the argument has none."""
-    if axis is None:
-        return arg
-    return jax.tree.map(lambda x: x[(slice(None),) * axis + (0,)] if x is not None else None, arg)

@@ -29,8 +29,7 @@ import jax.numpy as jnp
 
 from dqnx.agents import Batch
 
-# Sampling redraws slots that hold no complete transition; after this many rounds the
-# (vanishingly unlikely) leftovers keep their last draw, which is still a stored slot.
+# Sampling redraws slots that hold no complete transition, at most this many rounds.
 _MAX_REDRAWS = 32
 
 
@@ -113,27 +112,44 @@ def _stack(buffer: FrameReplay, env: jax.Array, newest: jax.Array, first: jax.Ar
     return buffer.frames[env[:, None], absolute % buffer.slots]
 
 
+def cut_episodes(buffer: FrameReplay) -> FrameReplay:
+    """End every ring's running episode here, as a truncation would: the next transition
+    added starts a new episode. For environments reset without an episode end (resume)."""
+    open_episode = ~buffer.new_episode
+    return buffer.replace(position=buffer.position + open_episode.astype(jnp.int32), new_episode=jnp.ones_like(open_episode))
+
+
+def _newest_written(buffer: FrameReplay) -> jax.Array:
+    """Per ring, the absolute index of the newest frame written (-1 when empty)."""
+    return buffer.position - 1 + jnp.where(buffer.new_episode, 0, 1)
+
+
 def valid(buffer: FrameReplay, env: jax.Array, slot: jax.Array) -> jax.Array:
     """Whether (env, slot) starts a stored transition whose frames are all still in the ring."""
     a = buffer.slot_index[env, slot]
-    newest_written = buffer.position[env] - 1 + jnp.where(buffer.new_episode[env], 0, 1)
+    newest_written = _newest_written(buffer)[env]
     oldest_alive = newest_written - buffer.slots + 1
     oldest_needed = jnp.maximum(a - (buffer.stack - 1), buffer.episode_start[env, slot])
     return buffer.has_transition[env, slot] & (a >= 0) & (oldest_needed >= oldest_alive) & (a + 1 <= newest_written)
 
 
-def size(buffer: FrameReplay) -> jax.Array:
-    """Transitions stored (an upper bound during the first few slots of a ring)."""
-    return jnp.sum(buffer.has_transition)
-
-
 def sample(buffer: FrameReplay, key: jax.Array, batch_size: int) -> Batch:
-    """`batch_size` transitions drawn uniformly with replacement from the stored ones."""
-    envs = buffer.frames.shape[0]
+    """`batch_size` transitions drawn uniformly with replacement from the stored ones.
+
+    Draws come from the written part of each ring only (rings weighted by how much
+    they hold); the few slots there that start no complete transition (an episode's
+    last frame, frames about to be overwritten) are drawn again. Call it only once a
+    transition is stored (learning_starts > 0 guarantees that).
+    """
+    newest = _newest_written(buffer)  # [envs]
+    oldest = jnp.maximum(newest - buffer.slots + 1, 0)
+    count = jnp.maximum(newest - oldest, 0)  # absolute starts oldest .. newest-1 may hold a transition
 
     def draw(k):
         ek, sk = jax.random.split(k)
-        return jax.random.randint(ek, (batch_size,), 0, envs), jax.random.randint(sk, (batch_size,), 0, buffer.slots)
+        env = jax.random.categorical(ek, jnp.log(count.astype(jnp.float32)), shape=(batch_size,))
+        offset = jax.random.randint(sk, (batch_size,), 0, jnp.maximum(count[env], 1))
+        return env, (oldest[env] + offset) % buffer.slots
 
     def redraw(carry):
         i, env, slot = carry
@@ -147,6 +163,9 @@ def sample(buffer: FrameReplay, key: jax.Array, batch_size: int) -> Batch:
 
     env, slot = draw(jax.random.fold_in(key, 0))
     _, env, slot = jax.lax.while_loop(pending, redraw, (jnp.ones((), jnp.int32), env, slot))
+    # Still invalid after every redraw (vanishingly rare): take the ring's newest transition.
+    fallback = (newest[env] - 1) % buffer.slots
+    slot = jnp.where(valid(buffer, env, slot), slot, fallback)
     a = buffer.slot_index[env, slot]
     first = buffer.episode_start[env, slot]
     return Batch(
