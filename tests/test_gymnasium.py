@@ -76,6 +76,31 @@ def test_unsupported_spaces_say_what_is_supported(toys_on_path, env_id, message)
         assert "dqnx takes a Discrete action space and Box (any shape) or Discrete observations" in str(err.value)
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"map_name": "9x9"}, "cannot build FrozenLake-v1 with those parameters (KeyError"),
+    ({"no_such": 1}, "cannot build FrozenLake-v1 with those parameters (TypeError"),
+])
+def test_bad_gymnasium_env_params_are_usage_errors(params, message):
+    with pytest.raises(UsageError) as err:
+        make_env("FrozenLake-v1", params)
+    assert str(err.value).startswith(message)
+
+
+def test_bad_time_limit_of_a_custom_env(toys_on_path):
+    with pytest.raises(UsageError, match="max_episode_steps must be a positive integer, got 'abc'"):
+        make_env("gym_toys:Corridor", {"max_episode_steps": "abc"})
+
+
+def test_small_boards_get_the_mlp_and_a_cnn_request_is_refused(tiny):
+    from dqnx.agents import make_learner
+
+    minatar = make_env("Breakout-MinAtar")  # 10x10x4: too small for the Nature CNN
+    learner = make_learner("dqn", tiny(), minatar)
+    jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    with pytest.raises(UsageError, match="network=cnn needs image observations of at least 36x36"):
+        make_learner("dqn", tiny(network="cnn"), minatar)
+
+
 def test_cli_bad_space_exits_2_with_one_line(tmp_path):
     result = dqnx_cli(["train", "Pendulum-v1", "--steps", "100"], cwd=tmp_path)
     assert result.returncode == 2
@@ -122,6 +147,43 @@ def test_host_loop_stores_true_successors_and_keeps_truncation_apart(toys_on_pat
     target = np.asarray(td_target(jnp.asarray(stored.reward), jnp.asarray(stored.terminated), next_q, 0.5))
     assert target[2] == (1.0 if terminated_at_end else 6.0)
     assert target[0] == 6.0
+
+
+@pytest.mark.parametrize("num_envs, train_freq", [(1, 4), (2, 6)])
+def test_staged_learning_equals_learning_after_every_step(tiny, num_envs, train_freq):
+    """Staging transitions up to the training step must not change what is learned: the same
+    run with a learn call after every iteration ends with bit-identical weights."""
+    config = tiny(num_envs=num_envs, train_freq=train_freq, learning_starts=40, total_steps=10_000)
+    env = make_env("CartPole-v1", backend="gymnasium")
+    finals = []
+    for block in (None, 1):
+        driver = make_driver(config, env, "dqn", [3, 4])
+        if block is not None:
+            driver.block = block
+        try:
+            state = driver.place(driver.init_states([3, 4]))
+            state, _ = driver.chunk(state, 60, 0)
+            state, output = driver.chunk(state, 45, 60 * num_envs)
+        finally:
+            driver.close()
+        finals.append((jax.device_get(state.agent.params), output.loss))
+    (staged, staged_loss), (every_step, every_loss) = finals
+    assert int(np.sum(np.isfinite(staged_loss))) > 0
+    jax.tree.map(np.testing.assert_array_equal, staged, every_step)
+    np.testing.assert_array_equal(staged_loss, every_loss)
+    # and the two seeds learned different things
+    assert not np.array_equal(jax.tree.leaves(staged)[0][0], jax.tree.leaves(staged)[0][1])
+
+
+def test_host_loop_runs_are_reproducible(tmp_path, tiny):
+    config = tiny(total_steps=600, learning_starts=100, eval_every=300, eval_episodes=2, final_eval_episodes=2)
+    runs = [dqnx.train("CartPole-v1", backend="gymnasium", seed=s, config=config, out=tmp_path / f"run{i}")
+            for i, s in enumerate([5, 5, 6])]
+    metrics = [(tmp_path / f"run{i}" / "metrics.csv").read_text().splitlines() for i in range(3)]
+    strip = lambda rows: [",".join(r.split(",")[:-2]) for r in rows]  # drop steps/s and wall seconds
+    assert strip(metrics[0]) == strip(metrics[1])
+    assert strip(metrics[0]) != strip(metrics[2])
+    assert runs[0].summary["eval_mean_return"] == runs[1].summary["eval_mean_return"]
 
 
 def test_host_loop_learns_a_custom_environment_within_a_step_budget(toys_on_path, tmp_path):
@@ -175,8 +237,14 @@ def test_instances_and_factories_train_too(tmp_path, tiny):
     config = tiny(total_steps=400, learning_starts=100, eval_every=400, eval_episodes=2, final_eval_episodes=2)
     run = dqnx.train(gym.make("CartPole-v1"), config=config, out=tmp_path / "instance")
     assert run.env_id == "CartPole-v1" and run.summary["total_steps"] == 400
-    run = dqnx.train(lambda: gym.make("Acrobot-v1"), config=config, out=tmp_path / "factory")
+    factory = lambda: gym.make("Acrobot-v1")  # noqa: E731
+    run = dqnx.train(factory, config=config, out=tmp_path / "factory")
     assert run.summary["total_steps"] == 400
+    # its recorded id (this test module's <lambda>) cannot rebuild it: resume takes the factory again
+    with pytest.raises(UsageError, match=r"takes it again: dqnx.load\(path, env=...\) or dqnx.train\(env, resume=path\)"):
+        dqnx.train(resume=tmp_path / "factory", steps=800)
+    run = dqnx.train(factory, resume=tmp_path / "factory", steps=800)
+    assert run.summary["total_steps"] == 800
 
 
 # --- frame-deduplicated replay -------------------------------------------------------------
@@ -201,7 +269,7 @@ def _frame_streams(rng, envs: int, steps: int, stack: int, p_end: float):
     return streams
 
 
-@pytest.mark.parametrize("envs, capacity, p_end", [(1, 12, 0.2), (3, 30, 0.1), (2, 40, 0.0)])
+@pytest.mark.parametrize("envs, capacity, p_end", [(1, 12, 0.2), (3, 30, 0.1), (2, 40, 0.0), (2, 1000, 0.1)])
 def test_frame_replay_rebuilds_exactly_what_a_naive_store_holds(envs, capacity, p_end):
     rng = np.random.default_rng(envs)
     stack, steps = 4, 50
@@ -231,7 +299,7 @@ def test_frame_replay_rebuilds_exactly_what_a_naive_store_holds(envs, capacity, 
         # The newest transitions are all held, contiguously back to the oldest still complete one.
         assert times == list(range(times[0], steps))
         episode_ends = sum(r["end"] for r in streams[e][times[0]:])
-        assert len(times) >= slots_per_env - 1 - episode_ends - (stack - 1)
+        assert len(times) >= min(steps, slots_per_env - 1 - episode_ends - (stack - 1))
 
 
 def test_frame_replay_memory_per_transition():
@@ -262,6 +330,20 @@ def test_atari_training_wrappers_clip_rewards_and_end_episodes_at_life_loss():
     train.reset()
     assert train.unwrapped.ale.lives() == lives_before - 1  # reset continued the same game
 
+    def wrappers(env):
+        names = []
+        while hasattr(env, "env"):
+            names.append(type(env).__name__)
+            env = env.env
+        return names
+
+    from dqnx.envs.atari import LifeLossEndsEpisode
+
+    assert {"ClipReward", LifeLossEndsEpisode.__name__} <= set(wrappers(train))
+    evaluation = wrappers(env.make(train=False))  # true scores: whole games, rewards as the game gives them
+    assert "ClipReward" not in evaluation and LifeLossEndsEpisode.__name__ not in evaluation
+    assert {"AtariPreprocessing", "FrameStackObservation"} <= set(evaluation)
+
 
 def test_atari_smoke_run_through_the_host_loop(tmp_path):
     config = {"total_steps": 300, "learning_starts": 100, "buffer_size": 500, "batch_size": 8, "train_freq": 4,
@@ -271,7 +353,7 @@ def test_atari_smoke_run_through_the_host_loop(tmp_path):
     summary = run.summary
     assert summary["total_steps"] == 300
     score = summary["eval_mean_return"]
-    assert -21 <= score <= 21 and score == int(score)  # the true game score, not a clipped one
+    assert -21 <= score <= 21 and score == int(score)  # a Pong score
     agent = dqnx.load(tmp_path / "pong")
     frame_stack = agent.env.make(train=False).reset(seed=1)[0]
     assert agent.q_values(frame_stack).shape == (6,)

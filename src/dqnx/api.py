@@ -80,6 +80,8 @@ def train(
     agent: 'dqn' (default), 'tabular-q', 'sarsa' or 'linear-q'.
     config: a full config object, or a dict of overrides applied over the env's preset;
     config_file: a TOML file of overrides; steps: overrides total_steps;
+    resume: a run directory to continue; a run trained on an instance or factory that its
+    recorded id cannot rebuild takes the same kind of environment again as env_id.
     env_params: overrides of the environment's parameters, e.g. {"slip": 0.2}.
     seeds > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
     tensorboard: also write TensorBoard event files under RUN_DIR/tensorboard/seed_<S>/.
@@ -92,7 +94,8 @@ def train(
             raise UsageError(f"resume continues a run with its saved settings; drop {names} (only steps may extend it)")
         run = RunDir.open(resume)
         spec = run.read_config()
-        if env_id is not None and env_id != spec.env_id:
+        given_env = env_id is not None and not isinstance(env_id, str)  # an instance or factory, passed again
+        if isinstance(env_id, str) and env_id != spec.env_id:
             raise UsageError(f"{resume} is a {spec.env_id} run, not {env_id}; drop the env id to resume it")
         cfg = spec.config
         if steps is not None:
@@ -101,7 +104,7 @@ def train(
             if steps != cfg.total_steps and getattr(cfg, "lr_schedule", "constant") != "constant":
                 raise UsageError(f"this run's {cfg.lr_schedule} learning-rate schedule is fixed by its total_steps; resume it without --steps")
             cfg = cfg.replace(total_steps=steps)
-        env = make_env(spec.env_id, spec.env_params, spec.backend)
+        env = make_env(env_id if given_env else spec.env_id, None if given_env else spec.env_params, spec.backend)
     else:
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
@@ -113,7 +116,8 @@ def train(
         cfg = _resolve_config(_preset_id(env), agent, config, config_file, steps)
         spec = RunSpec(env_id=env.env_id, agent=agent, env_params=_stored_params(env, env_params),
                        seeds=_seed_list(seed, seeds), config=cfg, backend=chosen)
-        make_learner(agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
+        learner = make_learner(agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
+        jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and on networks that cannot take the observations
         if stop_when_solved and env.solve_threshold is None:
             raise UsageError(f"{env_id} has no solve threshold, so --until-solved would never stop; drop it")
         run = RunDir.create(out if out is not None else default_run_dir(env.env_id), spec)

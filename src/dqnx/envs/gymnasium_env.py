@@ -174,9 +174,14 @@ def make_gymnasium(env: Any, env_params: dict[str, Any] | None = None) -> GymEnv
 
 
 def _instance_id(instance: Any) -> str:
+    """The registered id when gym.make(id) rebuilds this very env; else its class's import path,
+    which load/eval can only rebuild if the class needs no arguments (they ask for env= otherwise)."""
     spec = getattr(instance, "spec", None)
-    if spec is not None and getattr(spec, "id", None):
+    if spec is not None and getattr(spec, "id", None) and not getattr(spec, "additional_wrappers", ()):
         return spec.id
+    if isinstance(instance, gym.Wrapper):
+        cls = type(instance)
+        return f"{cls.__module__}:{cls.__qualname__}"
     cls = type(instance.unwrapped)
     return f"{cls.__module__}:{cls.__qualname__}"
 
@@ -187,9 +192,13 @@ def _import_class(env_id: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise UsageError(f"cannot import {module_name!r} for {env_id!r} ({e}); is the module on PYTHONPATH?") from None
-    target = getattr(module, attr, None)
+    target = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
     if target is None:
-        raise UsageError(f"module {module_name!r} has no {attr!r}; give 'module.path:EnvClass' of a gymnasium.Env")
+        hint = ("; a run trained on an instance or factory takes it again: dqnx.load(path, env=...) or "
+                "dqnx.train(env, resume=path)") if "<" in attr else ""
+        raise UsageError(f"module {module_name!r} has no {attr!r}; give 'module.path:EnvClass' of a gymnasium.Env{hint}")
     if not callable(target):
         raise UsageError(f"{env_id!r} is not a class or factory; give 'module.path:EnvClass' of a gymnasium.Env")
     return target
@@ -199,12 +208,14 @@ def _kwargs_factory(env_id: str, target: Callable[..., Any], params: dict[str, A
     """A user's class or factory with its parameters; max_episode_steps adds a time limit."""
     kwargs = dict(params)
     limit = kwargs.pop("max_episode_steps", None)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise UsageError(f"max_episode_steps must be a positive integer, got {limit!r}; e.g. --env-param max_episode_steps=500")
 
     def factory(render_mode: str | None = None) -> Any:
         try:
             env = target(**kwargs, render_mode=render_mode) if render_mode else target(**kwargs)
-        except TypeError as e:
-            raise UsageError(f"cannot build {env_id} with parameters {kwargs} ({e})") from None
+        except (TypeError, ValueError, KeyError) as e:
+            raise UsageError(f"cannot build {env_id} with parameters {kwargs} ({type(e).__name__}: {e}); check --env-param") from None
         if not isinstance(env, gym.Env):
             raise UsageError(f"{env_id} built a {type(env).__name__}, not a gymnasium.Env")
         if limit is not None:
@@ -224,8 +235,9 @@ def checked_factory(env_id: str, factory: Callable[[str | None], Any]) -> Callab
             extra = "box2d" if "box2d" in str(e).lower() else None
             how = f"`pip install 'dqnx[{extra}]'`" if extra else "install the package it names"
             raise UsageError(f"{env_id} needs a package that is not installed ({str(e).splitlines()[0]}); {how}") from None
-        except TypeError as e:
-            raise UsageError(f"{env_id} does not take those parameters ({e}); check --env-param") from None
+        except (TypeError, ValueError, KeyError) as e:
+            # What a constructor raises on a parameter it cannot use (FrozenLake map_name=9x9: KeyError).
+            raise UsageError(f"cannot build {env_id} with those parameters ({type(e).__name__}: {e}); check --env-param") from None
 
     return build
 

@@ -118,8 +118,12 @@ def imitate(
     atomic_write_bytes(run.path / METRICS, (",".join(METRIC_COLUMNS) + "\n").encode())
 
     shape = (-1, *env.obs_shape)
-    train_obs, train_actions = jnp.asarray(train.obs.reshape(shape)), jnp.asarray(train.actions)
-    test_obs, test_actions = jnp.asarray(test.obs.reshape(shape)), jnp.asarray(test.actions)
+    # Rows hold numbers; the policy must see them as the environment gives them (uint8 images
+    # are scaled inside the network), so they go back to the env's observation dtype.
+    obs_dtype = getattr(env, "obs_dtype", np.float32)
+    train_obs = jnp.asarray(train.obs.reshape(shape).astype(obs_dtype))
+    test_obs = jnp.asarray(test.obs.reshape(shape).astype(obs_dtype))
+    train_actions, test_actions = jnp.asarray(train.actions), jnp.asarray(test.actions)
     size = len(train)
     batch_size = min(cfg.batch_size, size)
     batches = size // batch_size
@@ -185,9 +189,11 @@ def imitate(
     finally:
         writer.close()
 
-    best_final = env_returns(best["params"], jax_loop.FINAL_EVAL_STREAM, 0, cfg.final_eval_episodes)
-    last_final = env_returns(params, jax_loop.FINAL_EVAL_STREAM, 0, cfg.final_eval_episodes)
-    compiled.close()
+    try:
+        best_final = env_returns(best["params"], jax_loop.FINAL_EVAL_STREAM, 0, cfg.final_eval_episodes)
+        last_final = env_returns(params, jax_loop.FINAL_EVAL_STREAM, 0, cfg.final_eval_episodes)
+    finally:
+        compiled.close()  # a Gymnasium env's evaluation copies (processes, when async)
     threshold = env.solve_threshold
     mean = float(best_final.mean())
     summary = {
