@@ -42,10 +42,16 @@ class TensorBoardLog:
     """
 
     def __init__(self, run_path: Path, seeds: list[int], resume_step: int | None = None):
+        import time
+
         from tensorboardX import SummaryWriter
 
+        # tensorboardX names an event file by the second it was opened: a resume within the
+        # same second as the interrupted run would overwrite that run's file. A unique suffix
+        # keeps one file per writer.
+        suffix = f".{time.time_ns()}"
         self._writers = {
-            seed: SummaryWriter(str(seed_dir(run_path, seed)), flush_secs=30,
+            seed: SummaryWriter(str(seed_dir(run_path, seed)), flush_secs=30, filename_suffix=suffix,
                                 purge_step=None if resume_step is None else resume_step + 1)
             for seed in seeds
         }
