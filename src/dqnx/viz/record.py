@@ -224,8 +224,18 @@ def agent_episodes(agent: Any, episodes: int, seed: int) -> list[RecordedEpisode
     """The frame source for the agent's environment backend."""
     if getattr(agent.env, "backend", "jax") == "gymnasium":
         env = agent.env.make(train=False, render_mode="rgb_array")
+        epsilon = agent.config.eval_epsilon
+        rng = np.random.default_rng(seed)
+
+        def act(obs: Any) -> int:
+            # The run's evaluation policy: with eval_epsilon > 0 (Atari), an agent that never
+            # presses FIRE cannot stall the recording for a whole 27k-step game.
+            if epsilon > 0 and rng.random() < epsilon:
+                return int(rng.integers(agent.env.num_actions))
+            return int(agent.act(obs))
+
         try:
-            return gymnasium_episodes(env, agent.act, episodes, seed)
+            return gymnasium_episodes(env, act, episodes, seed)
         finally:
             env.close()
     return jax_env_episodes(agent, episodes, seed)
