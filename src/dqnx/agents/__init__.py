@@ -46,7 +46,8 @@ def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
         from dqnx.agents.dqn import make_dqn_learner
 
         return make_dqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
-                                frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None))
+                                frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None),
+                                max_episode_steps=getattr(env, "max_episode_steps", None))
     if agent in ("tabular-q", "sarsa"):
         from dqnx.agents.tabular import make_tabular_learner
 
