@@ -257,6 +257,7 @@ class LinearConfig(RunConfig):
 # Agent name -> its configuration class (`--agent`).
 CONFIGS: dict[str, type[RunConfig]] = {
     "dqn": DQNConfig,
+    "rainbow": DQNConfig,  # DQN with every improvement on: presets/rainbow/ (see build_config)
     "tabular-q": TabularConfig,
     "sarsa": TabularConfig,
     "linear-q": LinearConfig,
@@ -407,8 +408,14 @@ def build_config(
     cls = type(base) if base is not None else config_class(agent)
     values: dict[str, Any] = {}
     if base is None:
-        preset = preset_path(env_id, agent)
-        if preset is not None:
+        presets = [preset_path(env_id, agent)]
+        if agent == "rainbow":
+            # Rainbow is DQN's env preset, then the Rainbow switches, then the env's Rainbow tuning.
+            common = Path(str(resources.files("dqnx") / "presets" / "rainbow" / "common.toml"))
+            presets = [preset_path(env_id, "dqn"), common, *presets]
+        for preset in presets:
+            if preset is None:
+                continue
             for key, value in read_toml(preset).items():
                 values[key] = coerce(key, value, f"preset {preset.name}", cls)
     if config_file is not None:

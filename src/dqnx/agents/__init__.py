@@ -41,8 +41,8 @@ class Learner(NamedTuple):
 
 
 def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
-    """The Learner of `agent` ('dqn', 'tabular-q', 'sarsa', 'linear-q') for `env`."""
-    if agent == "dqn":
+    """The Learner of `agent` ('dqn', 'rainbow', 'tabular-q', 'sarsa', 'linear-q') for `env`."""
+    if agent in ("dqn", "rainbow"):
         from dqnx.agents.dqn import make_dqn_learner
 
         return make_dqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
