@@ -46,8 +46,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "Rainbow": ("rainbow", {}),
     "shape: state_action": ("dqn", {"double_dqn": False, "q_head": "state_action"}),
     "shape: per_action_heads": ("dqn", {"double_dqn": False, "q_head": "per_action_heads"}),
+    # Not in the default set: run them with --variants monte_carlo,boltzmann
+    "Monte-Carlo targets": ("dqn", {"double_dqn": False, "target": "monte_carlo"}),
+    "Boltzmann": ("dqn", {"double_dqn": False, "exploration": "boltzmann", "temperature": 1.0}),
 }
-KEYS = {name.split(":")[-1].strip().split(" ")[0].lower(): name for name in VARIANTS}  # dqn, double, ..., state_action
+KEYS = {name.split(":")[-1].strip().split(" ")[0].lower().replace("monte-carlo", "monte_carlo"): name
+        for name in VARIANTS}  # dqn, double, ..., state_action, per_action_heads, monte_carlo, boltzmann
+DEFAULT_KEYS = [k for k in KEYS if k not in ("monte_carlo", "boltzmann")]
 
 
 def interquartile_mean(values: list[float]) -> float:
@@ -119,6 +124,8 @@ def markdown(results: list[dict], note: str) -> str:
                   "|---|---|---|---|---|---|---|"]
         for variant in VARIANTS:
             r = next((r for r in rows if r["variant"] == variant), None)
+            if r is None and variant in (KEYS["monte_carlo"], KEYS["boltzmann"]):
+                continue  # optional rows
             if r is None:
                 lines.append(f"| {variant} | not run | | | | | |")
                 continue
@@ -158,7 +165,7 @@ def plot(results: list[dict], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", default=",".join(ENVS))
-    parser.add_argument("--variants", default=",".join(KEYS), help=f"comma-separated: {', '.join(KEYS)}")
+    parser.add_argument("--variants", default=",".join(DEFAULT_KEYS), help=f"comma-separated: {', '.join(KEYS)}")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--results", default="docs", help="folder of the per-env JSON files")
     parser.add_argument("--out", default="docs/variants.md")
