@@ -112,7 +112,7 @@ class DQNConfig(RunConfig):
     dueling: bool = _doc("Dueling heads: Q = V(s) + A(s, a) - mean_a A(s, a), value and advantages from the shared trunk.", default=False)
     noisy: bool = _doc("Noisy networks: factorised Gaussian noise on every dense layer's weights explores instead of (or beside) epsilon; set epsilon_start = epsilon_end = 0 for noise only.", default=False)
     noisy_sigma0: float = _doc("Initial noise scale sigma_0 of noisy layers (each sigma starts at sigma_0 / sqrt(fan_in)).", default=0.5)
-    distributional: bool = _doc("Distributional C51: learn a categorical return distribution on num_atoms fixed atoms in [v_min, v_max].", default=False)
+    distributional: bool = _doc("Distributional C51: learn a categorical return distribution on num_atoms fixed atoms in [v_min, v_max] by cross-entropy (the loss field is then unused); Q is its mean.", default=False)
     num_atoms: int = _doc("Atoms of the C51 support.", default=51)
     v_min: float = _doc("Smallest return of the C51 support.", default=-10.0)
     v_max: float = _doc("Largest return of the C51 support.", default=10.0)
