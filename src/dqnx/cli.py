@@ -29,7 +29,7 @@ def _err(message: str) -> None:
 @app.command()
 def train(
     env_id: Optional[str] = typer.Argument(None, help="Environment: a gymnax id (see `dqnx envs`), a Gymnasium id (LunarLander-v3, ALE/Pong-v5) or module.path:EnvClass. Omit with --resume."),
-    agent: str = typer.Option("dqn", "--agent", help="dqn, tabular-q, sarsa or linear-q (imitation policies come from `dqnx imitate`)."),
+    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow (DQN with all its improvements), tabular-q, sarsa or linear-q (imitation policies come from `dqnx imitate`)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="jax (gymnax, compiled loop) or gymnasium (host loop); default: jax for gymnax's ids, else gymnasium."),
     num_envs: Optional[int] = typer.Option(None, "--num-envs", help="Environments stepped in parallel per seed (same as --set num_envs=N)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Env steps to train (default: the preset's total_steps)."),

@@ -54,6 +54,7 @@ class RunConfig:
     eval_episodes: int = _doc("Episodes per periodic greedy evaluation (run in parallel inside JAX).", default=100)
     final_eval_episodes: int = _doc("Fresh episodes of the final evaluation of the best weights.", default=100)
     eval_epsilon: float = _doc("Exploration rate during evaluations: 0 is greedy; Atari uses 0.05 (as Mnih et al. 2015) so a game cannot stall.", default=0.0)
+    eval_temperature: float = _doc("Stochastic evaluation policy: > 0 samples actions from softmax(Q / eval_temperature) instead of the greedy (or eval_epsilon) policy; 0 is off.", default=0.0)
     checkpoint_every: int = _doc("Write a resumable checkpoint every this many env steps (and on Ctrl-C).", default=10_000)
     vector_mode: str = _doc("Gymnasium backend: 'sync' steps the envs one after another in this process, 'async' in one subprocess each.", default="sync")
 
@@ -78,6 +79,10 @@ class RunConfig:
             raise UsageError(f"epsilon_end ({self.epsilon_end}) is above epsilon_start ({self.epsilon_start}); exploration decays, so lower epsilon_end")
         if self.epsilon_schedule == "exponential" and self.epsilon_end <= 0 < self.epsilon_start:
             raise UsageError("an exponential epsilon schedule needs epsilon_end > 0; set --set epsilon_end=0.01 or use linear")
+        if self.eval_temperature < 0:
+            raise UsageError(f"eval_temperature must be >= 0 (0 = off), got {self.eval_temperature}")
+        if self.eval_temperature > 0 and self.eval_epsilon > 0:
+            raise UsageError("eval_epsilon and eval_temperature are both set; choose one stochastic evaluation policy")
         _choice(self, "epsilon_schedule", ("linear", "exponential"))
         _choice(self, "vector_mode", ("sync", "async"))
         return self
@@ -99,18 +104,44 @@ class DQNConfig(RunConfig):
 
     # --- network and optimizer ------------------------------------------------------
     network: str = _doc("'auto' (the Nature CNN for image observations, else an MLP), 'mlp' or 'cnn'.", default="auto")
-    hidden_sizes: tuple[int, ...] = _doc("Widths of the hidden dense layers (ReLU between them); for the CNN, those after its convolutions.", default=(120, 84))
-    learning_rate: float = _doc("Adam step size (the peak value when a schedule is used).", default=1e-3)
+    hidden_sizes: tuple[int, ...] = _doc("Widths of the hidden dense layers (depth = their count); for the CNN, those after its convolutions.", default=(120, 84))
+    activation: str = _doc("Nonlinearity of the dense layers: 'relu', 'tanh', 'elu', 'gelu', 'silu' or 'leaky_relu'.", default="relu")
+    layer_norm: bool = _doc("LayerNorm after each hidden dense layer (before its activation).", default=False)
+    q_head: str = _doc("Q-network shape: 'per_action_output' (state in, one output per action), 'state_action' (state and one-hot action in, one value out; the agent scores each action) or 'per_action_heads' (a shared trunk, then a separate small head per action).", default="per_action_output")
+    head_sizes: tuple[int, ...] = _doc("Hidden widths of each small per-action head (q_head = per_action_heads); empty = a single linear layer per action.", default=(32,))
+    dueling: bool = _doc("Dueling heads: Q = V(s) + A(s, a) - mean_a A(s, a), value and advantages from the shared trunk.", default=False)
+    noisy: bool = _doc("Noisy networks: factorised Gaussian noise on every dense layer's weights explores instead of (or beside) epsilon; set epsilon_start = epsilon_end = 0 for noise only.", default=False)
+    noisy_sigma0: float = _doc("Initial noise scale sigma_0 of noisy layers (each sigma starts at sigma_0 / sqrt(fan_in)).", default=0.5)
+    distributional: bool = _doc("Distributional C51: learn a categorical return distribution on num_atoms fixed atoms in [v_min, v_max] by cross-entropy (the loss field is then unused); Q is its mean.", default=False)
+    num_atoms: int = _doc("Atoms of the C51 support.", default=51)
+    v_min: float = _doc("Smallest return of the C51 support.", default=-10.0)
+    v_max: float = _doc("Largest return of the C51 support.", default=10.0)
+    optimizer: str = _doc("'adam', 'sgd' or 'rmsprop'.", default="adam")
+    learning_rate: float = _doc("Optimizer step size (the peak value when a schedule is used).", default=1e-3)
     lr_schedule: str = _doc("'constant', 'linear' (to 0 at total_steps) or 'cosine' decay of the learning rate.", default="constant")
-    adam_eps: float = _doc("Adam's epsilon (numerical stability term).", default=1e-8)
+    adam_eps: float = _doc("Adam's epsilon (numerical stability term); also RMSprop's.", default=1e-8)
+    adam_b1: float = _doc("Adam's decay of the first-moment (mean) estimate.", default=0.9)
+    adam_b2: float = _doc("Adam's decay of the second-moment estimate.", default=0.999)
+    momentum: float = _doc("Momentum of SGD and RMSprop (0 = none).", default=0.0)
+    nesterov: bool = _doc("Nesterov momentum (SGD and RMSprop, with momentum > 0).", default=False)
+    rmsprop_decay: float = _doc("RMSprop's decay of the squared-gradient average.", default=0.9)
+    rmsprop_centered: bool = _doc("Centered RMSprop (normalise by the gradient's estimated variance).", default=False)
     max_grad_norm: float = _doc("Clip the gradient's global norm to this value; 0 turns clipping off.", default=10.0)
     loss: str = _doc("'huber' (smooth L1, delta 1) or 'mse' (half squared TD error).", default="huber")
     double_dqn: bool = _doc("Double DQN: the online network picks the next action, the target network scores it.", default=False)
+    n_step: int = _doc("n-step returns: sum n discounted rewards, then bootstrap with gamma^n (shorter at a terminal, which does not bootstrap, or at a truncation, which bootstraps from its true successor).", default=1)
+    target: str = _doc("'td' (bootstrapped n-step TD targets) or 'monte_carlo' (the observed discounted return to the episode's end; only finished episodes are learned from).", default="td")
+    exploration: str = _doc("'epsilon_greedy', or 'boltzmann': sample softmax(Q / T) with T = temperature * epsilon(t), so the epsilon schedule anneals the temperature.", default="epsilon_greedy")
+    temperature: float = _doc("Boltzmann temperature at epsilon = 1 (exploration = boltzmann).", default=1.0)
 
     # --- replay and update cadence -------------------------------------------------
     replay: bool = _doc("Experience replay. false = online mode: learn from each step's own transition(s).", default=True)
     buffer_size: int = _doc("Replay capacity in transitions (oldest overwritten first).", default=50_000)
-    batch_size: int = _doc("Transitions per gradient step, sampled uniformly with replacement.", default=64)
+    batch_size: int = _doc("Transitions per gradient step, sampled with replacement (uniformly, or by priority).", default=64)
+    prioritized: bool = _doc("Prioritized replay (proportional): sample transition i with probability p_i^alpha / sum_j p_j^alpha, p_i = |TD error| + per_eps.", default=False)
+    per_alpha: float = _doc("Prioritisation exponent alpha (0 = uniform).", default=0.6)
+    per_beta: float = _doc("Importance-sampling exponent at step 0, annealed linearly to 1 at total_steps.", default=0.4)
+    per_eps: float = _doc("Added to |TD error| so that no transition's priority is 0.", default=1e-6)
     learning_starts: int = _doc("Env steps of pure collection before the first gradient step.", default=1_000)
     train_freq: int = _doc("Run a training phase every train_freq env steps.", default=1)
     gradient_steps: int = _doc("Gradient steps per training phase.", default=1)
@@ -144,6 +175,36 @@ class DQNConfig(RunConfig):
         _choice(self, "loss", ("huber", "mse"))
         _choice(self, "network", ("auto", "mlp", "cnn"))
         _choice(self, "lr_schedule", ("constant", "linear", "cosine"))
+        _choice(self, "activation", ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu"))
+        _choice(self, "q_head", ("per_action_output", "state_action", "per_action_heads"))
+        _choice(self, "optimizer", ("adam", "sgd", "rmsprop"))
+        _choice(self, "target", ("td", "monte_carlo"))
+        _choice(self, "exploration", ("epsilon_greedy", "boltzmann"))
+        if any(h <= 0 for h in self.head_sizes):
+            raise UsageError(f"head_sizes must be positive widths like 32 (or empty), got {self.head_sizes}")
+        if self.dueling and self.q_head == "state_action":
+            raise UsageError("dueling needs a head with one output per action; use q_head=per_action_output or per_action_heads")
+        for name in ("adam_b1", "adam_b2", "momentum", "rmsprop_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+        if self.nesterov and self.optimizer == "adam":
+            raise UsageError("nesterov applies to sgd and rmsprop; set optimizer=sgd or drop nesterov")
+        if self.n_step < 1:
+            raise UsageError(f"n_step must be >= 1 (1 = one-step TD), got {self.n_step}")
+        if self.temperature <= 0:
+            raise UsageError(f"temperature must be > 0, got {self.temperature}")
+        if self.noisy_sigma0 < 0:
+            raise UsageError(f"noisy_sigma0 must be >= 0, got {self.noisy_sigma0}")
+        if self.distributional and (self.num_atoms < 2 or self.v_min >= self.v_max):
+            raise UsageError(f"C51 needs num_atoms >= 2 and v_min < v_max, got {self.num_atoms}, {self.v_min}, {self.v_max}")
+        if not 0.0 <= self.per_alpha <= 1.0 or not 0.0 <= self.per_beta <= 1.0:
+            raise UsageError(f"per_alpha and per_beta must lie in [0, 1], got {self.per_alpha} and {self.per_beta}")
+        if self.per_eps <= 0:
+            raise UsageError(f"per_eps must be > 0, got {self.per_eps}")
+        if not self.replay and (self.prioritized or self.n_step > 1 or self.target == "monte_carlo"):
+            raise UsageError("prioritized, n_step > 1 and target=monte_carlo need experience replay; set replay=true")
+        if self.target == "monte_carlo" and self.n_step > 1:
+            raise UsageError("target=monte_carlo already sums rewards to the episode's end; leave n_step at 1")
         return self
 
 
@@ -224,6 +285,7 @@ class ImitationConfig(RunConfig):
 # Agent name -> its configuration class (`--agent`).
 CONFIGS: dict[str, type[RunConfig]] = {
     "dqn": DQNConfig,
+    "rainbow": DQNConfig,  # DQN with every improvement on: presets/rainbow/ (see build_config)
     "tabular-q": TabularConfig,
     "sarsa": TabularConfig,
     "linear-q": LinearConfig,
@@ -375,8 +437,14 @@ def build_config(
     cls = type(base) if base is not None else config_class(agent)
     values: dict[str, Any] = {}
     if base is None:
-        preset = preset_path(env_id, agent)
-        if preset is not None:
+        presets = [preset_path(env_id, agent)]
+        if agent == "rainbow":
+            # Rainbow is DQN's env preset, then the Rainbow switches, then the env's Rainbow tuning.
+            common = Path(str(resources.files("dqnx") / "presets" / "rainbow" / "common.toml"))
+            presets = [preset_path(env_id, "dqn"), common, *presets]
+        for preset in presets:
+            if preset is None:
+                continue
             for key, value in read_toml(preset).items():
                 values[key] = coerce(key, value, f"preset {preset.name}", cls)
     if config_file is not None:

@@ -42,12 +42,13 @@ class Learner(NamedTuple):
 
 
 def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
-    """The Learner of `agent` ('dqn', 'tabular-q', 'sarsa', 'linear-q', 'imitation') for `env`."""
-    if agent == "dqn":
+    """The Learner of `agent` ('dqn', 'rainbow', 'tabular-q', 'sarsa', 'linear-q', 'imitation') for `env`."""
+    if agent in ("dqn", "rainbow"):
         from dqnx.agents.dqn import make_dqn_learner
 
         return make_dqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
-                                frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None))
+                                frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None),
+                                max_episode_steps=getattr(env, "max_episode_steps", None))
     if agent in ("tabular-q", "sarsa"):
         from dqnx.agents.tabular import make_tabular_learner
 

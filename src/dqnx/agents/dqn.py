@@ -29,7 +29,8 @@ from dqnx.agents.exploration import epsilon_at, epsilon_greedy
 from dqnx.agents.networks import QNetwork, make_network
 from dqnx.config import DQNConfig
 
-__all__ = ["QNetwork", "Batch", "AgentState", "DQN", "make_dqn", "make_dqn_learner", "td_target", "td_loss", "epsilon_at"]
+__all__ = ["QNetwork", "Batch", "AgentState", "DQN", "make_dqn", "make_dqn_learner", "td_target", "td_loss", "epsilon_at",
+           "categorical_projection", "boltzmann"]
 
 
 @flax.struct.dataclass
@@ -44,26 +45,34 @@ def td_target(
     reward: jax.Array,
     terminated: jax.Array,
     next_q_target: jax.Array,
-    gamma: float,
+    gamma: float | jax.Array,
     next_q_online: jax.Array | None = None,
 ) -> jax.Array:
-    """One-step TD target  r + gamma * (1 - terminated) * Q_target(s', a*).
+    """TD target  r + gamma * (1 - terminated) * Q_target(s', a*).
 
     a* = argmax_a Q_target(s', a) for DQN, argmax_a Q_online(s', a) for Double DQN
     (pass `next_q_online`). A truncated (time-limit) transition is *not* terminated:
-    it bootstraps from its true next state like any other.
+    it bootstraps from its true next state like any other. For an n-step return,
+    `reward` is the discounted sum and `gamma` the per-transition gamma^n.
 
     >>> td_target(jnp.array([1.0, 1.0]), jnp.array([False, True]),
     ...           jnp.array([[2.0, 3.0], [2.0, 3.0]]), gamma=0.5)
     Array([2.5, 1. ], dtype=float32)
     """
-    if next_q_online is None:
-        next_value = next_q_target.max(axis=-1)
-    else:
-        best = next_q_online.argmax(axis=-1)
-        next_value = jnp.take_along_axis(next_q_target, best[..., None], axis=-1)[..., 0]
+    next_value = jnp.take_along_axis(next_q_target, greedy_next_action(next_q_target, next_q_online)[..., None], -1)[..., 0]
     not_done = 1.0 - terminated.astype(jnp.float32)
     return reward + gamma * not_done * next_value
+
+
+def greedy_next_action(next_q_target: jax.Array, next_q_online: jax.Array | None) -> jax.Array:
+    """a* of the bootstrap: the target network's argmax, or the online one's (Double DQN)."""
+    return (next_q_target if next_q_online is None else next_q_online).argmax(axis=-1)
+
+
+def elementwise_loss(error: jax.Array, kind: str) -> jax.Array:
+    if kind == "huber":
+        return optax.huber_loss(error, delta=1.0)
+    return 0.5 * error**2
 
 
 def td_loss(q_taken: jax.Array, target: jax.Array, kind: str) -> jax.Array:
@@ -72,10 +81,33 @@ def td_loss(q_taken: jax.Array, target: jax.Array, kind: str) -> jax.Array:
     >>> td_loss(jnp.array([0.0, 0.0]), jnp.array([0.5, 3.0]), "huber")  # (0.125 + 2.5) / 2
     Array(1.3125, dtype=float32)
     """
-    error = q_taken - target
-    if kind == "huber":
-        return optax.huber_loss(error, delta=1.0).mean()
-    return (0.5 * error**2).mean()
+    return elementwise_loss(q_taken - target, kind).mean()
+
+
+def categorical_projection(next_probs: jax.Array, reward: jax.Array, discount: jax.Array,
+                           support: jax.Array) -> jax.Array:
+    """C51's target: the distribution of r + discount * Z(s', a*) projected onto `support`.
+
+    Each atom z_j moves to Tz_j = clip(r + discount * z_j, v_min, v_max) and its mass
+    is split between the two support atoms around Tz_j in proportion to closeness
+    (Bellemare et al. 2017, Algorithm 1). `discount` is gamma^n * (1 - terminated).
+
+    >>> categorical_projection(jnp.array([[0.0, 1.0, 0.0]]), jnp.array([0.5]), jnp.array([1.0]),
+    ...                        jnp.array([-1.0, 0.0, 1.0]))  # atom 0 -> 0.5: half on 0, half on 1
+    Array([[0. , 0.5, 0.5]], dtype=float32)
+    """
+    v_min, v_max = support[0], support[-1]
+    delta = (v_max - v_min) / (support.shape[0] - 1)
+    moved = jnp.clip(reward[:, None] + discount[:, None] * support[None, :], v_min, v_max)
+    position = (moved - v_min) / delta  # fractional index of each moved atom
+    lower = jnp.floor(position)
+    upper_weight = position - lower  # an exact hit (position integral) keeps all mass on `lower`
+    lower_index = lower.astype(jnp.int32)
+    upper_index = jnp.minimum(lower_index + 1, support.shape[0] - 1)
+    atoms = jnp.arange(support.shape[0])
+    to_lower = (lower_index[..., None] == atoms) * (next_probs * (1.0 - upper_weight))[..., None]
+    to_upper = (upper_index[..., None] == atoms) * (next_probs * upper_weight)[..., None]
+    return (to_lower + to_upper).sum(axis=1)
 
 
 def make_optimizer(config: DQNConfig, total_updates: int) -> optax.GradientTransformation:
@@ -95,10 +127,17 @@ def _optimizer(config: DQNConfig, total_updates: int) -> optax.GradientTransform
         lr = optax.cosine_decay_schedule(config.learning_rate, max(total_updates, 1))
     else:
         lr = config.learning_rate
-    adam = optax.adam(lr, eps=config.adam_eps)
+    momentum = config.momentum or None
+    if config.optimizer == "sgd":
+        base = optax.sgd(lr, momentum=momentum, nesterov=config.nesterov)
+    elif config.optimizer == "rmsprop":
+        base = optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.adam_eps, centered=config.rmsprop_centered,
+                             momentum=momentum, nesterov=config.nesterov)
+    else:
+        base = optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
     if config.max_grad_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
-    return adam
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), base)
+    return base
 
 
 def total_gradient_updates(config: DQNConfig) -> int:
@@ -115,12 +154,26 @@ class DQN(NamedTuple):
     init: Callable[[jax.Array], AgentState]
     q_values: Callable[[Any, jax.Array], jax.Array]
     act: Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
-    update: Callable[[AgentState, Batch], tuple[AgentState, dict[str, jax.Array]]]
+    update: Callable[..., tuple[AgentState, dict[str, jax.Array]]]
+
+
+def boltzmann(q_values: jax.Array, key: jax.Array, temperature: jax.Array) -> jax.Array:
+    """Sample a ~ softmax(Q(s, .) / temperature) per row; temperature 0 is greedy."""
+    safe = jnp.maximum(temperature, 1e-6)
+    sampled = jax.random.categorical(key, q_values / safe, axis=-1)
+    return jnp.where(temperature > 0, sampled, q_values.argmax(axis=-1))
 
 
 def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, obs_dtype: Any = jnp.float32,
              image_layout: str | None = None) -> DQN:
-    network = make_network(config.network, num_actions, tuple(config.hidden_sizes), obs_shape, image_layout)
+    atoms = config.num_atoms if config.distributional else 1
+    network = make_network(
+        config.network, num_actions, tuple(config.hidden_sizes), obs_shape, image_layout,
+        activation=config.activation, layer_norm=config.layer_norm, q_head=config.q_head,
+        head_sizes=tuple(config.head_sizes), dueling=config.dueling, noisy=config.noisy,
+        noisy_sigma0=config.noisy_sigma0, num_atoms=atoms,
+    )
+    support = jnp.linspace(config.v_min, config.v_max, atoms)  # C51's atoms (unused otherwise)
     optimizer = make_optimizer(config, total_gradient_updates(config))
 
     def init(key: jax.Array) -> AgentState:
@@ -132,27 +185,76 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
             updates=jnp.zeros((), jnp.int32),
         )
 
+    def outputs(params: Any, obs: jax.Array, noise_key: jax.Array | None = None) -> jax.Array:
+        """Q(s, .), or C51 logits [batch, actions, atoms]; noisy layers draw noise only given a key."""
+        if noise_key is None:
+            return network.apply(params, obs)
+        return network.apply(params, obs, noise=True, rngs={"noise": noise_key})
+
+    def expected(out: jax.Array) -> jax.Array:
+        return (jax.nn.softmax(out, axis=-1) * support).sum(-1) if config.distributional else out
+
     def q_values(params: Any, obs: jax.Array) -> jax.Array:
-        return network.apply(params, obs)
+        """Q(s, .) of the mean network (noise off): what the greedy policy maximises."""
+        return expected(outputs(params, obs))
 
     def act(params: Any, obs: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:
-        """Epsilon-greedy actions for a batch of observations."""
-        return epsilon_greedy(q_values(params, obs), key, epsilon)
+        """Exploring actions for a batch of observations: epsilon-greedy, or Boltzmann with
+        temperature * epsilon; a noisy network acts on a fresh noise sample."""
+        q = expected(outputs(params, obs, jax.random.fold_in(key, 1))) if config.noisy else q_values(params, obs)
+        if config.exploration == "boltzmann":
+            return boltzmann(q, key, config.temperature * epsilon)
+        return epsilon_greedy(q, key, epsilon)
 
-    def loss_fn(params: Any, target_params: Any, batch: Batch):
-        q = q_values(params, batch.obs)
-        q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
-        next_q_target = q_values(target_params, batch.next_obs)
-        next_q_online = q_values(params, batch.next_obs) if config.double_dqn else None
-        target = jax.lax.stop_gradient(
-            td_target(batch.reward, batch.terminated, next_q_target, config.gamma, next_q_online)
-        )
-        loss = td_loss(q_taken, target, config.loss)
-        return loss, {"q_mean": q_taken.mean(), "td_abs": jnp.abs(q_taken - target).mean()}
+    def loss_fn(params: Any, target_params: Any, batch: Batch, key: jax.Array, discount: jax.Array,
+                weight: jax.Array | None):
+        keys = jax.random.split(key, 3) if config.noisy else (None, None, None)
+        rows = jnp.arange(batch.action.shape[0])
+        action = batch.action.astype(jnp.int32)
+        out = outputs(params, batch.obs, keys[0])[rows, action]  # Q(s, a), or its logits [batch, atoms]
+        next_target = outputs(target_params, batch.next_obs, keys[1])
+        next_online = expected(outputs(params, batch.next_obs, keys[2])) if config.double_dqn else None
+        bootstrap = discount * (1.0 - batch.terminated.astype(jnp.float32))
+        if config.distributional:
+            next_probs = jax.nn.softmax(next_target, axis=-1)
+            best = greedy_next_action(expected(next_target), next_online)
+            target_probs = jax.lax.stop_gradient(
+                categorical_projection(next_probs[rows, best], batch.reward, bootstrap, support)
+            )
+            per_sample = -(target_probs * jax.nn.log_softmax(out, axis=-1)).sum(-1)  # cross-entropy
+            q_taken, target = expected(out), (target_probs * support).sum(-1)
+            priority = per_sample  # Rainbow's priority: the distributional loss
+        else:
+            q_taken = out
+            target = jax.lax.stop_gradient(
+                batch.reward + bootstrap * jnp.take_along_axis(
+                    next_target, greedy_next_action(next_target, next_online)[:, None], -1)[:, 0]
+            )
+            per_sample = elementwise_loss(q_taken - target, config.loss)
+            priority = jnp.abs(q_taken - target)
+        if weight is None:
+            loss, td_abs = per_sample.mean(), jnp.abs(q_taken - target).mean()
+        else:  # importance weights (PER) and/or a 0/1 mask of usable samples (Monte-Carlo)
+            used = jnp.maximum((weight > 0).sum(), 1)
+            loss = (weight * per_sample).sum() / used
+            td_abs = jnp.where(weight > 0, jnp.abs(q_taken - target), 0.0).sum() / used
+        return loss, {"q_mean": q_taken.mean(), "td_abs": td_abs, "priority": priority}
 
-    def update(state: AgentState, batch: Batch) -> tuple[AgentState, dict[str, jax.Array]]:
-        """One gradient step on `batch`, then the target sync when its period comes."""
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
+    def update(state: AgentState, batch: Batch, key: jax.Array | None = None, discount: jax.Array | None = None,
+               weight: jax.Array | None = None) -> tuple[AgentState, dict[str, jax.Array]]:
+        """One gradient step on `batch`, then the target sync when its period comes.
+
+        `discount` is each sample's bootstrap weight (gamma^n for n-step returns, 0 for
+        Monte-Carlo targets; default gamma); `weight` scales each sample's loss (PER's
+        importance weights, 0 for unusable samples; default 1); `key` feeds noisy layers.
+        metrics["priority"] is per sample: |TD error| (C51: the cross-entropy).
+        """
+        if discount is None:
+            discount = jnp.full(batch.reward.shape, config.gamma, jnp.float32)
+        if key is None:
+            key = jax.random.PRNGKey(0)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_params, batch, key, discount, weight)
         changes, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, changes)
         updates = state.updates + 1
@@ -171,7 +273,8 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
 @flax.struct.dataclass
 class DQNLearnerState:
     agent: AgentState
-    replay: Any  # dqnx.replay.uniform.ReplayBuffer
+    replay: Any  # dqnx.replay.uniform.ReplayBuffer (or frames.FrameReplay)
+    priorities: Any = None  # dqnx.replay.prioritized.Priorities with prioritized replay
 
     @property
     def params(self) -> Any:
@@ -183,45 +286,90 @@ class DQNLearnerState:
 
 
 def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, obs_dtype: Any = "float32",
-                     frame_stack: int = 0, image_layout: str | None = None):
+                     frame_stack: int = 0, image_layout: str | None = None, max_episode_steps: int | None = None):
     """DQN as a `dqnx.agents.Learner`: replay storage and the training cadence around `update`.
 
     Stacked-frame observations (Atari, `frame_stack` > 0) use replay that stores each
-    frame once (replay/frames.py); others a uniform ring of whole transitions.
+    frame once (replay/frames.py); others a uniform ring of whole transitions, which
+    n-step and Monte-Carlo targets read ahead in (replay/nstep.py) and prioritized
+    replay samples by priority (replay/prioritized.py).
     """
-    from dqnx.replay import frames, uniform
+    from dqnx.errors import UsageError
+    from dqnx.replay import frames, nstep, prioritized, uniform
 
     obs_dtype = jnp.dtype(obs_dtype)
     dqn = make_dqn(config, obs_shape, num_actions, obs_dtype, image_layout)
     n = config.num_envs
     capacity = config.buffer_size if config.replay else n
     replay_module = frames if (frame_stack and config.replay) else uniform
+    monte_carlo = config.target == "monte_carlo"
+    multi_step = config.n_step > 1 or monte_carlo
+    if replay_module is frames and (multi_step or config.prioritized):
+        raise UsageError("stacked-frame replay supports neither n_step > 1, prioritized nor target=monte_carlo; leave them at their defaults")
+    if monte_carlo and not max_episode_steps:
+        raise UsageError("target=monte_carlo needs an environment with a time limit (max_episode_steps)")
+    horizon = max_episode_steps if monte_carlo else config.n_step
 
     def init(key: jax.Array) -> DQNLearnerState:
         if replay_module is frames:
             replay = frames.init_frame_replay(capacity, n, obs_shape)
         else:
-            replay = uniform.init_replay(capacity, obs_shape, obs_dtype)
-        return DQNLearnerState(agent=dqn.init(key), replay=replay)
+            replay = uniform.init_replay(capacity, obs_shape, obs_dtype, episode_ends=multi_step)
+        priorities = prioritized.init_priorities(capacity) if config.prioritized else None
+        return DQNLearnerState(agent=dqn.init(key), replay=replay, priorities=priorities)
 
-    def train_phase(agent: AgentState, replay: Any, fresh: Batch, key: jax.Array):
-        def one_step(agent, step_key):
-            batch = replay_module.sample(replay, step_key, config.batch_size) if config.replay else fresh
-            return dqn.update(agent, batch)
+    def replay_batch(replay: Any, priorities: Any, key: jax.Array, beta: jax.Array):
+        """(batch, slots, discount, weight) of one gradient step's sample."""
+        if replay_module is frames:
+            return frames.sample(replay, key, config.batch_size), None, None, None
+        if config.prioritized:
+            index, weight = prioritized.sample(priorities, replay.size, key, config.batch_size, config.per_alpha, beta)
+        else:
+            index, weight = uniform.sample_index(replay, key, config.batch_size), None
+        if not multi_step:
+            return jax.tree.map(lambda store: store[index], replay.storage)._replace(episode_end=None), index, None, weight
+        ahead = nstep.multi_step(replay, index, horizon, n, config.gamma)
+        batch = Batch(obs=ahead.obs, action=ahead.action, reward=ahead.reward, next_obs=ahead.next_obs,
+                      terminated=ahead.terminated)
+        if monte_carlo:  # the observed return alone, and only of episodes that have ended
+            usable = ahead.complete.astype(jnp.float32)
+            return batch, index, jnp.zeros_like(ahead.discount), usable if weight is None else weight * usable
+        return batch, index, ahead.discount, weight
 
-        agent, metrics = jax.lax.scan(one_step, agent, jax.random.split(key, config.gradient_steps))
-        return agent, jax.tree.map(jnp.mean, metrics)
+    def train_phase(agent: AgentState, replay: Any, priorities: Any, fresh: Batch, key: jax.Array, beta: jax.Array):
+        def one_step(carry, step_key):
+            agent, priorities = carry
+            if config.replay:
+                batch, index, discount, weight = replay_batch(replay, priorities, step_key, beta)
+            else:
+                batch, index, discount, weight = fresh._replace(episode_end=None), None, None, None
+            agent, metrics = dqn.update(agent, batch, jax.random.fold_in(step_key, 1), discount, weight)
+            priority = metrics.pop("priority")
+            if config.prioritized:
+                keep = weight > 0 if monte_carlo else None  # unfinished episodes keep their priority
+                priorities = prioritized.update(priorities, index, priority, config.per_eps, keep)
+            return (agent, priorities), metrics
 
-    def skip_phase(agent, replay, fresh, key):
+        (agent, priorities), metrics = jax.lax.scan(
+            one_step, (agent, priorities), jax.random.split(key, config.gradient_steps))
+        return agent, priorities, jax.tree.map(jnp.mean, metrics)
+
+    def skip_phase(agent, replay, priorities, fresh, key, beta):
         nan = jnp.full((), jnp.nan, jnp.float32)
-        return agent, {"loss": nan, "q_mean": nan, "td_abs": nan}
+        return agent, priorities, {"loss": nan, "q_mean": nan, "td_abs": nan}
 
     def learn(state: DQNLearnerState, fresh: Batch, env_steps: jax.Array, key: jax.Array):
         """Store this iteration's transitions; train when the cadence says so (nan metrics otherwise)."""
+        priorities = state.priorities
+        if config.prioritized:
+            priorities = prioritized.add(priorities, state.replay.position, n)
         replay = replay_module.add(state.replay, fresh)
         after = env_steps + n
+        # PER's importance-sampling exponent, annealed linearly from per_beta to 1 over the run.
+        beta = config.per_beta + (1.0 - config.per_beta) * jnp.minimum(after / config.total_steps, 1.0)
         do_train = (after >= config.learning_starts) & (after // config.train_freq > env_steps // config.train_freq)
-        agent, metrics = jax.lax.cond(do_train, train_phase, skip_phase, state.agent, replay, fresh, key)
-        return DQNLearnerState(agent=agent, replay=replay), metrics
+        agent, priorities, metrics = jax.lax.cond(
+            do_train, train_phase, skip_phase, state.agent, replay, priorities, fresh, key, beta)
+        return DQNLearnerState(agent=agent, replay=replay, priorities=priorities), metrics
 
     return Learner(init=init, act=dqn.act, learn=learn, q_values=dqn.q_values)

@@ -1,4 +1,4 @@
-"""Exploration shared by every agent: the epsilon schedule and epsilon-greedy choice."""
+"""Exploration shared by every agent: the epsilon schedule, epsilon-greedy choice, evaluation policies."""
 
 from __future__ import annotations
 
@@ -41,3 +41,18 @@ def epsilon_greedy(q_values: jax.Array, key: jax.Array, epsilon: jax.Array) -> j
     uniform = (bits[0] >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
     random_actions = (bits[1] % q_values.shape[-1]).astype(greedy.dtype)
     return jnp.where(uniform < epsilon, random_actions, greedy)
+
+
+def evaluation_action(config: RunConfig, learner, params, obs: jax.Array, key: jax.Array) -> jax.Array:
+    """The evaluation policy's actions: greedy; or epsilon-greedy with config.eval_epsilon > 0;
+    or sampled from softmax(Q / config.eval_temperature) with eval_temperature > 0.
+
+    Both stochastic policies read only Q(s, .), so they mean the same for every agent
+    (and a noisy network is evaluated with its mean weights).
+    """
+    q_values = learner.q_values(params, obs)
+    if config.eval_temperature > 0:
+        return jax.random.categorical(key, q_values / config.eval_temperature, axis=-1)
+    if config.eval_epsilon > 0:
+        return epsilon_greedy(q_values, key, config.eval_epsilon)
+    return q_values.argmax(axis=-1)

@@ -1,14 +1,37 @@
-"""Q-networks: an MLP for vector observations, the Nature CNN for images.
+"""Q-networks: an MLP for vector observations, the Nature CNN for images, and their heads.
 
-Both map a batch of observations to one Q-value per action. uint8 observations
-(images) are scaled to [0, 1] inside the network, so replay can keep them as bytes.
+Every network maps a batch of observations to Q(s, .) of shape [batch, actions]; a
+distributional (C51) network to logits of shape [batch, actions, atoms]. uint8
+observations (images) are scaled to [0, 1] inside the network, so replay can keep
+them as bytes.
+
+Three shapes of Q-network (`q_head`):
+
+- per_action_output: state in, one output per action (DQN's shape);
+- state_action: state and a one-hot action in, one value out; the network is run
+  once per action (all actions in one batched call) and the agent scores each;
+- per_action_heads: a shared trunk, then a separate small MLP head per action.
+
+Dueling adds a value stream V(s) and treats the action outputs as advantages,
+Q = V + A - mean_a A. Noisy networks replace every dense layer with `NoisyDense`.
 """
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "tanh": jnp.tanh,
+    "elu": nn.elu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "leaky_relu": nn.leaky_relu,
+}
 
 
 def _as_float(obs: jax.Array) -> jax.Array:
@@ -17,21 +40,112 @@ def _as_float(obs: jax.Array) -> jax.Array:
     return obs.astype(jnp.float32)
 
 
+class NoisyDense(nn.Module):
+    """A dense layer with factorised Gaussian weight noise (Fortunato et al. 2018).
+
+    w = mu_w + sigma_w * (f(e_in) f(e_out)^T), b = mu_b + sigma_b * f(e_out), with
+    f(x) = sign(x) sqrt(|x|) and e ~ N(0, 1) drawn from the 'noise' RNG stream. With
+    `noise` False the layer is its mean (mu) alone: the greedy policy is deterministic.
+    flax has no noisy layer, hence this one.
+    """
+
+    features: int
+    sigma0: float = 0.5
+    noise: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        fan_in = x.shape[-1]
+        bound = 1.0 / math.sqrt(fan_in)
+        uniform = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)  # noqa: E731
+        mu_kernel = self.param("mu_kernel", uniform, (fan_in, self.features))
+        mu_bias = self.param("mu_bias", uniform, (self.features,))
+        sigma = self.sigma0 / math.sqrt(fan_in)
+        sigma_kernel = self.param("sigma_kernel", nn.initializers.constant(sigma), (fan_in, self.features))
+        sigma_bias = self.param("sigma_bias", nn.initializers.constant(sigma), (self.features,))
+        if not self.noise:
+            return x @ mu_kernel + mu_bias
+        in_key, out_key = jax.random.split(self.make_rng("noise"))
+        scale = lambda e: jnp.sign(e) * jnp.sqrt(jnp.abs(e))  # noqa: E731
+        noise_in = scale(jax.random.normal(in_key, (fan_in,)))
+        noise_out = scale(jax.random.normal(out_key, (self.features,)))
+        kernel = mu_kernel + sigma_kernel * jnp.outer(noise_in, noise_out)
+        return x @ kernel + mu_bias + sigma_bias * noise_out
+
+
 class QNetwork(nn.Module):
-    """MLP from a (batch of) observation(s), flattened, to one Q-value per action."""
+    """Observation(s) to Q(s, .) [batch, actions], or C51 logits [batch, actions, atoms].
+
+    With `conv` the Nature CNN's convolutions come first (see NatureCNN). With the
+    defaults (relu, no LayerNorm, per_action_output, no dueling, no noise, one atom)
+    this is the plain MLP, with the same parameter names as before these options.
+    """
 
     num_actions: int
     hidden_sizes: tuple[int, ...]
+    activation: str = "relu"
+    layer_norm: bool = False
+    q_head: str = "per_action_output"
+    head_sizes: tuple[int, ...] = (32,)
+    dueling: bool = False
+    noisy: bool = False
+    noisy_sigma0: float = 0.5
+    num_atoms: int = 1
+    conv: bool = False
+    layout: str = "CHW"
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = _as_float(obs).reshape(obs.shape[0], -1)
-        for width in self.hidden_sizes:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_actions)(x)
+    def __call__(self, obs: jax.Array, noise: bool = False) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+
+        def dense(width: int) -> nn.Module:
+            return NoisyDense(width, self.noisy_sigma0, noise) if self.noisy else nn.Dense(width)
+
+        def mlp(x: jax.Array, widths: tuple[int, ...]) -> jax.Array:
+            for width in widths:
+                x = dense(width)(x)
+                if self.layer_norm:
+                    x = nn.LayerNorm()(x)
+                x = act(x)
+            return x
+
+        batch, actions, atoms = obs.shape[0], self.num_actions, self.num_atoms
+        x = _as_float(obs)
+        if self.conv:
+            if self.layout == "CHW":
+                x = jnp.moveaxis(x, -3, -1)  # flax convolutions take channels last
+            x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
+            x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
+            x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
+        x = x.reshape(batch, -1)
+
+        if self.q_head == "state_action":
+            # Every (state, action) pair in one batched pass: [batch, actions, features + actions].
+            one_hot = jnp.broadcast_to(jnp.eye(actions, dtype=x.dtype), (batch, actions, actions))
+            pairs = jnp.concatenate([jnp.broadcast_to(x[:, None], (batch, actions, x.shape[-1])), one_hot], -1)
+            out = dense(atoms)(mlp(pairs, self.hidden_sizes))  # [batch, actions, atoms]
+        else:
+            x = mlp(x, self.hidden_sizes)
+            if self.q_head == "per_action_heads":
+                out = jnp.stack([dense(atoms)(mlp(x, self.head_sizes)) for _ in range(actions)], axis=1)
+            else:
+                out = dense(actions * atoms)(x).reshape(batch, actions, atoms)
+            if self.dueling:
+                value = dense(atoms)(x)[:, None, :]  # [batch, 1, atoms]
+                out = dueling_combine(value, out)
+        return out[..., 0] if atoms == 1 else out
 
 
-class NatureCNN(nn.Module):
+def dueling_combine(value: jax.Array, advantage: jax.Array) -> jax.Array:
+    """Q = V + A - mean_a A (Wang et al. 2016), broadcast over the action axis (axis 1).
+
+    >>> dueling_combine(jnp.array([[1.0]]), jnp.array([[2.0, 4.0]]))
+    Array([[0., 2.]], dtype=float32)
+    """
+    return value + advantage - advantage.mean(axis=1, keepdims=True)
+
+
+class NatureCNN(QNetwork):
     """The convolutional Q-network of Mnih et al. (2015): 32 8x8/4, 64 4x4/2, 64 3x3/1,
     then a dense layer of 512 per `hidden_sizes` (default one) and the Q-values.
 
@@ -39,22 +153,8 @@ class NatureCNN(nn.Module):
     "HWC" (an RGB image, as most Gymnasium image observations).
     """
 
-    num_actions: int
     hidden_sizes: tuple[int, ...] = (512,)
-    layout: str = "CHW"
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = _as_float(obs)
-        if self.layout == "CHW":
-            x = jnp.moveaxis(x, -3, -1)  # flax convolutions take channels last
-        x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
-        x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
-        x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
-        x = x.reshape(x.shape[0], -1)
-        for width in self.hidden_sizes:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_actions)(x)
+    conv: bool = True
 
 
 # The Nature CNN's valid convolutions (8/4, 4/2, 3/1) need images of at least 36x36.
@@ -62,10 +162,11 @@ MIN_CNN_SIZE = 36
 
 
 def make_network(kind: str, num_actions: int, hidden_sizes: tuple[int, ...], obs_shape: tuple[int, ...],
-                 image_layout: str | None = None) -> nn.Module:
+                 image_layout: str | None = None, **options) -> nn.Module:
     """'mlp', 'cnn', or 'auto': the CNN for images (rank 3, uint8, at least 36x36), else the MLP.
 
     Small rank-3 observations such as MinAtar's 10x10x4 boards go to the MLP under 'auto'.
+    `options` are QNetwork's head and layer fields (activation, layer_norm, q_head, ...).
     """
     height, width = _image_size(obs_shape, image_layout)
     if kind == "auto":
@@ -77,8 +178,8 @@ def make_network(kind: str, num_actions: int, hidden_sizes: tuple[int, ...], obs
         if len(obs_shape) != 3 or min(height, width) < MIN_CNN_SIZE:
             raise UsageError(f"network=cnn needs image observations of at least {MIN_CNN_SIZE}x{MIN_CNN_SIZE}, "
                              f"got shape {obs_shape}; use network=mlp")
-        return NatureCNN(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), layout=image_layout or "HWC")
-    return QNetwork(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes))
+        return NatureCNN(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), layout=image_layout or "HWC", **options)
+    return QNetwork(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), **options)
 
 
 def _image_size(obs_shape: tuple[int, ...], layout: str | None) -> tuple[int, int]:

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dqnx.agents import Batch, make_learner
-from dqnx.agents.exploration import epsilon_at
+from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.config import RunConfig
 from dqnx.drivers.jax_loop import ChunkOutput, seed_key
 from dqnx.replay import frames as frame_replay
@@ -236,14 +236,10 @@ class HostDriver:
     # --- evaluation -------------------------------------------------------------------
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
         """Returns [num_seeds, episodes] of the greedy policy (epsilon-greedy with
-        config.eval_epsilon > 0) on evaluation copies of the env (true scores)."""
+        config.eval_epsilon > 0, or Boltzmann with eval_temperature > 0) on evaluation copies of the env (true scores)."""
         if self._q is None:
-            eps = self.config.eval_epsilon
-
             def policy(params, obs, key, t):
-                if eps > 0:
-                    return self.learner.act(params, obs, jax.random.fold_in(key, t), eps)
-                return self.learner.q_values(params, obs).argmax(axis=-1)
+                return evaluation_action(self.config, self.learner, params, obs, jax.random.fold_in(key, t))
 
             self._q = jax.jit(jax.vmap(policy, in_axes=(0, 0, 0, None)))
         parallel = min(episodes, EVAL_PARALLEL)

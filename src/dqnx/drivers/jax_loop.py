@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqnx.agents import Learner, make_learner
 from dqnx.agents import Batch
-from dqnx.agents.exploration import epsilon_at
+from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.config import RunConfig
 from dqnx.envs import JaxEnv
 
@@ -98,7 +98,8 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
             jax.random.split(env_key, n), state.env_state, action
         )
         # final_obs is the true successor (also after a truncation); next_obs may be a reset.
-        fresh = Batch(obs=state.obs, action=action, reward=reward, next_obs=final_obs, terminated=terminated)
+        fresh = Batch(obs=state.obs, action=action, reward=reward, next_obs=final_obs, terminated=terminated,
+                      episode_end=terminated | truncated)
         agent, metrics = learner.learn(state.agent, fresh, env_steps, learn_key)
 
         episode_return = state.episode_return + reward
@@ -132,7 +133,7 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
         ended, which makes evaluating an early, short-lived agent nearly free.
         """
         reset_key, loop_key = jax.random.split(key)
-        act_key = jax.random.fold_in(key, 7)  # only used when eval_epsilon > 0
+        act_key = jax.random.fold_in(key, 7)  # only used by a stochastic evaluation policy
         obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
         def running(carry):
@@ -141,10 +142,7 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
 
         def step(carry):
             t, obs, env_state, returns, alive = carry
-            if config.eval_epsilon > 0:
-                action = learner.act(params, obs, jax.random.fold_in(act_key, t), config.eval_epsilon)
-            else:
-                action = learner.q_values(params, obs).argmax(axis=-1)
+            action = evaluation_action(config, learner, params, obs, jax.random.fold_in(act_key, t))
             step_keys = jax.random.split(jax.random.fold_in(loop_key, t), episodes)
             obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(step_keys, env_state, action)
             returns = returns + jnp.where(alive, reward, 0.0)

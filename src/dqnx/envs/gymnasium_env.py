@@ -297,6 +297,8 @@ def _describe(env_id: str, factory: Callable[[str | None], Any], params: dict[st
             raise _space_error(env_id, f"{type(obs_space).__name__} observations{hint}")
         spec = getattr(env, "spec", None)
         max_steps = getattr(spec, "max_episode_steps", None) if spec is not None else None
+        if max_steps is None and params.get("max_episode_steps") is not None:  # a TimeLimit added by the factory
+            max_steps = int(params["max_episode_steps"])
         threshold = getattr(spec, "reward_threshold", None) if spec is not None else None
     finally:
         env.close()

@@ -24,21 +24,30 @@ class ReplayBuffer:
         return self.storage.reward.shape[0]
 
 
-def init_replay(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32) -> ReplayBuffer:
-    """An empty buffer; image observations keep their uint8 dtype (a quarter of float32's bytes)."""
+def init_replay(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32,
+                episode_ends: bool = False) -> ReplayBuffer:
+    """An empty buffer; image observations keep their uint8 dtype (a quarter of float32's bytes).
+
+    `episode_ends` also stores each transition's terminated | truncated flag, which
+    n-step and Monte-Carlo targets (replay/nstep.py) need to find where episodes end.
+    """
     storage = Batch(
         obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
         action=jnp.zeros((capacity,), jnp.int32),
         reward=jnp.zeros((capacity,), jnp.float32),
         next_obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
         terminated=jnp.zeros((capacity,), bool),
+        episode_end=jnp.zeros((capacity,), bool) if episode_ends else None,
     )
     return ReplayBuffer(storage=storage, position=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
 
 
 def add(buffer: ReplayBuffer, transitions: Batch) -> ReplayBuffer:
     """Write a batch of transitions (leading axis n), overwriting the oldest ones."""
-    transitions = transitions._replace(episode_end=None)  # episode boundaries matter only to frame replay
+    if buffer.storage.episode_end is None:
+        transitions = transitions._replace(episode_end=None)  # kept only for n-step / Monte-Carlo targets
+    elif transitions.episode_end is None:
+        raise ValueError("this replay keeps episode ends: give transitions an episode_end (terminated | truncated)")
     n = transitions.reward.shape[0]
     slots = (buffer.position + jnp.arange(n)) % buffer.capacity
     storage = jax.tree.map(lambda store, new: store.at[slots].set(new.astype(store.dtype)), buffer.storage, transitions)
@@ -49,7 +58,12 @@ def add(buffer: ReplayBuffer, transitions: Batch) -> ReplayBuffer:
     )
 
 
+def sample_index(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> jax.Array:
+    """`batch_size` slots drawn uniformly with replacement from the filled ones."""
+    return jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
+
+
 def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Batch:
     """`batch_size` transitions drawn uniformly with replacement from the filled slots."""
-    index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
-    return jax.tree.map(lambda store: store[index], buffer.storage)
+    index = sample_index(buffer, key, batch_size)
+    return jax.tree.map(lambda store: store[index], buffer.storage)._replace(episode_end=None)
