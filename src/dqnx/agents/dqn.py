@@ -111,7 +111,7 @@ def categorical_projection(next_probs: jax.Array, reward: jax.Array, discount: j
 
 
 def make_optimizer(config: DQNConfig, total_updates: int) -> optax.GradientTransformation:
-    """Adam (with the learning-rate schedule and gradient clipping) on the flattened parameters.
+    """The chosen optimizer (with the learning-rate schedule and gradient clipping) on the flattened parameters.
 
     optax.flatten runs the optimizer on one vector instead of one array per layer: the
     same arithmetic in a few fused operations, which on a CPU cut a small network's
