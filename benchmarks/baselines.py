@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from seed_stats import interquartile_mean  # benchmarks/seed_stats.py, beside this script
 
 CASES = [
     ("tabular-q", "CartPole-v1"),
@@ -27,14 +28,6 @@ CASES = [
     ("linear-q", "CartPole-v1"),
     ("dqn", "CartPole-v1"),
 ]
-
-
-def interquartile_mean(values: list[float]) -> float:
-    """Mean of the middle half (the IQM of Agarwal et al., 2021), over seeds."""
-    ordered = np.sort(np.asarray(values, np.float64))
-    n = len(ordered)
-    lo, hi = int(np.floor(0.25 * n)), int(np.ceil(0.75 * n))
-    return float(ordered[lo:hi].mean()) if hi > lo else float(ordered.mean())
 
 
 def run_case(agent: str, env_id: str, seeds: int, workdir: Path) -> dict:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from seed_stats import interquartile_mean  # benchmarks/seed_stats.py, beside this script
 
 ENVS = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"]
 
@@ -53,14 +54,6 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 KEYS = {name.split(":")[-1].strip().split(" ")[0].lower().replace("monte-carlo", "monte_carlo"): name
         for name in VARIANTS}  # dqn, double, ..., state_action, per_action_heads, monte_carlo, boltzmann
 DEFAULT_KEYS = [k for k in KEYS if k not in ("monte_carlo", "boltzmann")]
-
-
-def interquartile_mean(values: list[float]) -> float:
-    """Mean of the middle half of the seeds (Agarwal et al. 2021)."""
-    ordered = np.sort(np.asarray(values, np.float64))
-    n = len(ordered)
-    lo, hi = int(np.floor(0.25 * n)), int(np.ceil(0.75 * n))
-    return float(ordered[lo:hi].mean()) if hi > lo else float(ordered.mean())
 
 
 def run_case(env_id: str, variant: str, seeds: int, workdir: Path) -> dict:

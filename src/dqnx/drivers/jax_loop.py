@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dqnx.agents import Learner, make_learner
-from dqnx.agents import Batch
+from dqnx.agents import Batch, Learner, make_learner
 from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.config import RunConfig
 from dqnx.envs import JaxEnv

@@ -158,8 +158,7 @@ def make_gymnasium(env: Any, env_params: dict[str, Any] | None = None) -> GymEnv
     if ":" in env_id and not registered(env_id):
         return _describe(env_id, _kwargs_factory(env_id, _import_class(env_id), params), params)
     if is_atari_id(env_id):
-        register_atari()
-        if not registered(env_id):
+        if not registered(env_id):  # registers ale-py's ids first
             _unknown(env_id)
         from dqnx.envs.atari import describe_atari
 
@@ -179,10 +178,7 @@ def _instance_id(instance: Any) -> str:
     spec = getattr(instance, "spec", None)
     if spec is not None and getattr(spec, "id", None) and not getattr(spec, "additional_wrappers", ()):
         return spec.id
-    if isinstance(instance, gym.Wrapper):
-        cls = type(instance)
-        return f"{cls.__module__}:{cls.__qualname__}"
-    cls = type(instance.unwrapped)
+    cls = type(instance)  # the outermost wrapper, or the env itself when unwrapped
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
