@@ -129,6 +129,62 @@ def train(
     return Run(path=run.path, env_id=env.env_id, agent=spec.agent, seeds=spec.seeds, config=cfg, summary=summary)
 
 
+def sweep(
+    env_id: Any,
+    grid: dict[str, list[Any]],
+    *,
+    agent: str = "dqn",
+    backend: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    seeds: int = 3,
+    config: RunConfig | dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    env_params: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    ray: str | None = None,
+    progress: bool = False,
+):
+    """Train every configuration of `grid` with `seeds` seeds each; returns a SweepResult.
+
+    grid: {hyperparameter: [values]} (aliases: lr, eps_decay, target_period), e.g.
+    {"lr": [1e-4, 3e-4, 1e-3], "gamma": [0.9, 0.95, 0.99]}; configurations that differ only
+    in vmappable hyperparameters train together in one compiled program (dqnx.search.sweep).
+    The other arguments are train()'s; ray: None (this machine), "local" (a Ray instance
+    started here), "auto" or a cluster address: each group becomes a Ray task.
+    Writes sweeps/ENV-TIME/ (or `out`): results.csv, curves.csv, curves.png, sweep.json, groups/.
+    """
+    from dqnx.search import sweep as sweeps
+
+    config_class(agent)
+    if agent == "imitation":
+        raise UsageError("imitation policies come from `dqnx imitate`; sweep dqn, rainbow, tabular-q, sarsa or linear-q")
+    seed_list = _seed_list(seed, seeds)
+    parsed = sweeps.normalize_grid(grid, agent)
+    chosen = resolve_backend(env_id, backend)
+    env = make_env(env_id, env_params, chosen)
+    base = _resolve_config(_preset_id(env), agent, config, config_file, steps)
+    clash = set(parsed) & {sweeps.ALIASES.get(k, k) for k in config} if isinstance(config, dict) else set()
+    if clash:
+        raise UsageError(f"{', '.join(sorted(clash))} is both swept (--grid) and set (--set); drop one")
+    first = base.replace(**sweeps.expand_grid(parsed)[0])
+    learner = make_learner(agent, first.validate(), env)  # settings the agent cannot use fail before anything is written
+    jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    target = Path(out) if out is not None else default_run_dir(env.env_id, root="sweeps")
+    reporter = None
+    if progress:
+        def reporter(index, group, count):
+            from dqnx.ui import RichReporter
+
+            configs = len(group.config_indices)
+            header = (f"dqnx: sweep group {index + 1}/{count} on {env.env_id}: {configs} config{'s' * (configs > 1)} x "
+                      f"{len(seed_list)} seeds in one program -> {target / 'groups' / f'g{index}'}")
+            return RichReporter(f"group {index + 1}/{count}", header=header)
+    return sweeps.run_sweep(env, parsed, seeds=seed_list, agent=agent, backend=chosen, base=base,
+                            env_params=_stored_params(env, env_params), out=target,
+                            use_ray=ray is not None, ray_address=ray, reporter=reporter)
+
+
 def _stored_params(env: Env, env_params: dict[str, Any] | None) -> dict[str, Any]:
     """The env parameters to record in config.json, as the environment took them."""
     if getattr(env, "backend", "jax") == "gymnasium":

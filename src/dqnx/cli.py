@@ -1,4 +1,4 @@
-"""The `dqnx` command: train, eval, show, plot, record, report, envs, dataset, imitate.
+"""The `dqnx` command: train, sweep, tune, eval, show, plot, record, report, envs, dataset, imitate.
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback),
 1 on a failure while running, 130 when interrupted (a checkpoint is saved first).
@@ -87,6 +87,50 @@ def train(
 
         print_summary(run.summary, str(run.path))
     typer.echo(str(run.path))
+
+
+RAY_HELP = ("Run on Ray: alone, a Ray instance started on this machine; 'auto' or an address (HOST:PORT, "
+            "ray://HOST:PORT) joins that cluster. Needs pip install 'dqnx[ray]'.")
+
+
+@app.command()
+def sweep(
+    env_id: str = typer.Argument(..., help="Environment, as for `dqnx train`."),
+    grid: List[str] = typer.Option(..., "--grid", help="Hyperparameter and its values: --grid lr=1e-4,3e-4,1e-3 (repeatable; lists in brackets: --grid hidden_sizes=[64,64],[256,256])."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per configuration (seed, seed+1, ...)."),
+    seed: int = typer.Option(0, "--seed", help="First seed."),
+    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow, tabular-q, sarsa or linear-q."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="jax or gymnasium (default: as for `dqnx train`)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Env steps per run (default: the preset's total_steps)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a hyperparameter of every configuration: --set batch_size=128."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of hyperparameters, applied over the preset."),
+    env_param: List[str] = typer.Option([], "--env-param", help="Override an environment parameter (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory to create (default: sweeps/ENV-TIME)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; the sweep directory is still printed."),
+) -> None:
+    """Train a grid of hyperparameters x seeds: vmappable ones (lr, gamma, epsilon schedule, tau,
+    target period, ...) in one compiled program, others in one program per shape. Writes
+    results.csv, curves.csv and curves.png (a grid of learning curves)."""
+    from dqnx.config import parse_set
+    from dqnx.errors import UsageError
+
+    if steps is not None and steps <= 0:
+        raise UsageError(f"--steps must be a positive number of env steps, got {steps}")
+    if seeds <= 0:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    from dqnx import api
+    from dqnx.search.sweep import parse_grid
+
+    parsed = parse_grid(grid, agent)
+    result = api.sweep(env_id, parsed, agent=agent, backend=backend, steps=steps, seed=seed, seeds=seeds,
+                       config=parse_set(set_) or None, config_file=config,
+                       env_params=parse_set(env_param, option="--env-param") or None, out=out, ray=ray, progress=not quiet)
+    if not quiet:
+        from dqnx.ui import print_sweep
+
+        print_sweep(result)
+    typer.echo(str(result.path))
 
 
 @app.command("eval")
@@ -276,11 +320,23 @@ def envs() -> None:
     console.print("Ids gymnax also has train on JAX unless --backend gymnasium; your own env: module.path:EnvClass.")
 
 
+def _optional_ray_value(args: list[str]) -> list[str]:
+    """`--ray` takes an optional address: alone (last, or before another option or the env id)
+    it means a Ray instance started here. Click options cannot have optional values."""
+    out = []
+    for i, arg in enumerate(args):
+        following = args[i + 1] if i + 1 < len(args) else None
+        looks_like_address = following is not None and (following == "auto" or ":" in following and "/" not in following.split(":")[0]
+                                                         or following.startswith("ray://") or following == "local")
+        out.append("--ray=local" if arg == "--ray" and not looks_like_address else arg)
+    return out
+
+
 def main() -> None:
     from dqnx.errors import Interrupted, UsageError
 
     try:
-        app(standalone_mode=False)
+        app(args=_optional_ray_value(sys.argv[1:]), standalone_mode=False)
     except UsageError as e:
         _err(f"error: {e}")
         sys.exit(2)

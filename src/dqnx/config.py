@@ -27,6 +27,17 @@ from typing import Any
 from dqnx.errors import UsageError
 
 
+# Hyperparameters that change neither an array's shape nor a branch of the compiled
+# program: the training loop takes them as arrays, so a sweep vmaps many values of them
+# in one program (dqnx.sweep). Every other field is static: configs that differ in one
+# of those (network widths, batch size, double_dqn, ...) compile a program each.
+VMAPPABLE = (
+    "learning_rate", "gamma", "tau", "target_update_period", "epsilon_start", "epsilon_end",
+    "epsilon_decay_steps", "adam_eps", "adam_b1", "adam_b2", "rmsprop_decay", "per_alpha", "per_beta",
+    "per_eps", "temperature",
+)
+
+
 def _doc(text: str, **kwargs: Any) -> Any:
     return field(metadata={"doc": text}, **kwargs)
 

@@ -79,3 +79,27 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
         f"(compile {summary['compile_seconds']:.1f} s); final greedy evaluation of the best weights over "
         f"{summary['eval_episodes']} fresh episodes: {summary['eval_mean_return']:.1f} ± {summary['eval_std_return']:.1f}"
     )
+
+
+def print_sweep(result: Any) -> None:
+    """Per configuration: mean and min of the final greedy return over seeds, seeds solved."""
+    from collections import defaultdict
+
+    keys = list(result.grid)
+    by_config: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in result.rows:
+        by_config[row["config"]].append(row)
+    table = Table(title=f"sweep: {len(result.configs)} configs, {result.wall_seconds:.0f} s", title_justify="left")
+    for key in keys:
+        table.add_column(key)
+    for column in ("final return (mean)", "min", "solved", "steps to solve (median)"):
+        table.add_column(column, justify="right")
+    for index, override in enumerate(result.configs):
+        rows = by_config[index]
+        finals = [r["eval_mean_return"] for r in rows]
+        solved = [r["solved"] for r in rows if r["solved"] is not None]
+        steps = sorted(r["steps_to_solve"] for r in rows if r["steps_to_solve"] is not None)
+        table.add_row(*(str(override[k]) for k in keys), _fmt(sum(finals) / len(finals)), _fmt(min(finals)),
+                      f"{sum(solved)}/{len(rows)}" if solved or rows[0]["solved"] is not None else "-",
+                      str(steps[len(steps) // 2]) if steps else "-")
+    console.print(table)

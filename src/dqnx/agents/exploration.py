@@ -23,9 +23,9 @@ def epsilon_at(config: RunConfig, env_step: jax.Array) -> jax.Array:
     fraction = jnp.asarray(env_step, jnp.float32) / config.epsilon_decay_steps
     if config.epsilon_schedule == "linear":
         return start + (end - start) * jnp.minimum(fraction, 1.0)
-    if start == 0.0:
-        return jnp.asarray(0.0, jnp.float32)
-    return jnp.maximum(start * (end / start) ** fraction, end)
+    # jnp.where rather than an `if`: start may be a traced array in a sweep. start = 0 forces end = 0.
+    safe_start = jnp.where(start > 0, start, 1.0)
+    return jnp.maximum(jnp.where(start > 0, start * (end / safe_start) ** fraction, 0.0), end).astype(jnp.float32)
 
 
 def epsilon_greedy(q_values: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:

@@ -8,14 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 
-def make_driver(config: Any, env: Any, agent: str, seeds: list[int]) -> Any:
+def make_driver(config: Any, env: Any, agent: str, seeds: list[int], hypers: dict[str, Any] | None = None) -> Any:
     """The loop for `env`'s backend, with the methods the trainer uses:
     init_states(seeds), place(tree), chunk(state, iterations, start_step),
-    evaluate(params, keys, episodes), compile_seconds, close()."""
+    evaluate(params, keys, episodes), compile_seconds, close().
+
+    hypers: per-seed values of vmappable hyperparameters (a sweep's members; JAX envs only).
+    """
     if getattr(env, "backend", "jax") == "gymnasium":
+        if hypers:
+            raise ValueError("per-seed hyperparameters need the compiled loop (a JAX environment)")
         from dqnx.drivers.host_loop import HostDriver
 
         return HostDriver(config, env, agent, seeds)
     from dqnx.drivers import jax_loop
 
-    return jax_loop.Compiled(jax_loop.make_program(config, env, agent), len(seeds))
+    return jax_loop.Compiled(jax_loop.make_program(config, env, agent), len(seeds), hypers)

@@ -10,6 +10,7 @@ continues bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -23,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqnx.agents import Batch, Learner, make_learner
 from dqnx.agents.exploration import epsilon_at, evaluation_action
-from dqnx.config import RunConfig
+from dqnx.config import VMAPPABLE, RunConfig
 from dqnx.envs import JaxEnv
 
 # Stream identifiers folded into a seed's key so that evaluation never draws from
@@ -62,8 +63,18 @@ class Program(NamedTuple):
     env: JaxEnv
     learner: Learner
     init: Callable[[jax.Array], TrainState]
-    chunk: Callable[[TrainState, int], tuple[TrainState, ChunkOutput]]
+    chunk: Callable[..., tuple[TrainState, ChunkOutput]]
     evaluate: Callable[[Any, jax.Array, int], jax.Array]
+
+
+def hyperparameters(config: RunConfig) -> dict[str, np.ndarray]:
+    """The config's vmappable hyperparameters (config.VMAPPABLE) as numpy scalars: int32 or float32."""
+    values = {}
+    for name in VMAPPABLE:
+        if hasattr(config, name):
+            value = getattr(config, name)
+            values[name] = np.asarray(value, np.int32 if isinstance(value, int) and not isinstance(value, bool) else np.float32)
+    return values
 
 
 def seed_key(seed: int) -> jax.Array:
@@ -86,7 +97,7 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
             episode_return=jnp.zeros((n,), jnp.float32),
         )
 
-    def iteration(state: TrainState, env_steps: jax.Array):
+    def iteration(config: RunConfig, learner: Learner, state: TrainState, env_steps: jax.Array):
         """One env step of every env, then learning. `env_steps` (steps before this one) is
         the same for every seed, so under vmap the learner's "train now?" branch stays a
         real branch instead of computing both sides for all seeds."""
@@ -120,10 +131,20 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
         )
         return new_state, output
 
-    def chunk(state: TrainState, iterations: int, start_step: jax.Array | None = None) -> tuple[TrainState, ChunkOutput]:
-        """`iterations` iterations from env step `start_step` (default: the state's own counter)."""
+    def chunk(state: TrainState, iterations: int, start_step: jax.Array | None = None,
+              hyper: dict[str, jax.Array] | None = None) -> tuple[TrainState, ChunkOutput]:
+        """`iterations` iterations from env step `start_step` (default: the state's own counter).
+
+        `hyper` overrides the config's vmappable hyperparameters (see `hyperparameters`) with
+        arrays, so one compiled chunk serves every value: vmapped, a sweep's configurations.
+        """
         start = state.env_steps if start_step is None else start_step
-        return jax.lax.scan(iteration, state, start + n * jnp.arange(iterations, dtype=jnp.int32))
+        run_config, run_learner = config, learner
+        if hyper:
+            run_config = config.replace(**hyper)
+            run_learner = make_learner(agent, run_config, env)
+        return jax.lax.scan(functools.partial(iteration, run_config, run_learner), state,
+                            start + n * jnp.arange(iterations, dtype=jnp.int32))
 
     def evaluate(params: Any, key: jax.Array, episodes: int) -> jax.Array:
         """Greedy returns of `episodes` episodes run side by side (the first episode of each).
@@ -171,9 +192,16 @@ class Compiled:
     never exchange data, so each device simply runs its share.
     """
 
-    def __init__(self, program: Program, num_seeds: int):
+    def __init__(self, program: Program, num_seeds: int, hypers: dict[str, Any] | None = None):
+        """`hypers`: per-seed values of vmappable hyperparameters (name -> [num_seeds] array),
+        a sweep's configurations; by default every seed takes the program's config. Either way
+        they enter the program as arrays, so a sweep and the same configs run one by one
+        execute the same code."""
         self.program = program
         self.num_seeds = num_seeds
+        if hypers is None:
+            hypers = {k: np.repeat(v, num_seeds) for k, v in hyperparameters(program.config).items()}
+        self.hypers = {k: np.asarray(v) for k, v in hypers.items()}
         self.compile_seconds = 0.0
         self._chunks: dict[int, Any] = {}
         self._evals: dict[int, Any] = {}
@@ -209,18 +237,20 @@ class Compiled:
     def chunk(self, state: TrainState, iterations: int, start_step: int) -> tuple[TrainState, ChunkOutput]:
         """Run a chunk of every seed; all seeds stand at env step `start_step` (they move in lockstep)."""
         start = jnp.asarray(start_step, jnp.int32)
+        hypers = self.place(self.hypers)
         if iterations not in self._chunks:
-            def one_seed(s, step):
-                return self.program.chunk(s, iterations, step)
+            def one_seed(s, step, hyper):
+                return self.program.chunk(s, iterations, step, hyper)
 
             if self.num_seeds == 1:
-                def fn(s, step):
-                    out = one_seed(jax.tree.map(lambda x: x[0], s), step)
+                def fn(s, step, hyper):
+                    first, first_hyper = jax.tree.map(lambda x: x[0], (s, hyper))
+                    out = one_seed(first, step, first_hyper)
                     return jax.tree.map(lambda x: x[None], out)
             else:
-                fn = jax.vmap(one_seed, in_axes=(0, None))
-            self._chunks[iterations] = self._compile(fn, state, start, donate=(0,))
-        return self._chunks[iterations](state, start)
+                fn = jax.vmap(one_seed, in_axes=(0, None, 0))
+            self._chunks[iterations] = self._compile(fn, state, start, hypers, donate=(0,))
+        return self._chunks[iterations](state, start, hypers)
 
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
         keys = self.place(keys)

@@ -14,7 +14,7 @@ import signal
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -97,20 +97,27 @@ def train_run(
     reporter: Reporter | None = None,
     stop_when_solved: bool = False,
     tensorboard: bool = True,
+    hypers: dict[str, Any] | None = None,
+    on_eval: Callable[[int, np.ndarray], bool] | None = None,
 ) -> dict[str, Any]:
     """Train `seeds` side by side in `run`, or continue it; returns the summary.
 
     tensorboard: also write the metrics as TensorBoard event files (runs/tensorboard.py).
+    hypers: per-seed values of vmappable hyperparameters (dqnx.sweep's members; `seeds` may
+    then repeat a seed, one entry per member).
+    on_eval(env_steps, eval_means): called after each periodic evaluation with one mean
+    per seed; returning True ends the run there (checkpoint, final evaluation, summary),
+    which is how a tuner prunes.
     """
     reporter = reporter or Reporter()
-    compiled = make_driver(config, env, agent, seeds)
+    compiled = make_driver(config, env, agent, seeds, hypers)
     try:
-        return _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard)
+        return _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard, on_eval)
     finally:
         compiled.close()
 
 
-def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard) -> dict[str, Any]:
+def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard, on_eval) -> dict[str, Any]:
     state = compiled.place(compiled.init_states(seeds))
     best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
     progress = Progress.fresh(len(seeds))
@@ -198,7 +205,8 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                 reporter.update(progress)
 
                 solved_all = threshold is not None and all(s is not None for s in progress.steps_to_solve)
-                finished = progress.env_steps >= config.total_steps or (stop_when_solved and solved_all)
+                stop_requested = on_eval is not None and bool(on_eval(progress.env_steps, eval_mean))
+                finished = progress.env_steps >= config.total_steps or (stop_when_solved and solved_all) or stop_requested
                 if signals.raised is not None or finished or progress.env_steps - last_checkpoint >= config.checkpoint_every:
                     checkpoint()
                     last_checkpoint = progress.env_steps

@@ -51,9 +51,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def default_run_dir(env_id: str) -> Path:
+def default_run_dir(env_id: str, root: str = "runs") -> Path:
     name = env_id.replace("/", "-").replace(":", "-")  # ALE/Pong-v5, module.path:EnvClass
-    base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1
