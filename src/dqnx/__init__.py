@@ -2,6 +2,8 @@
 
     import dqnx
     run = dqnx.train("CartPole-v1")
+    sweep = dqnx.sweep("CartPole-v1", {"lr": [1e-4, 1e-3], "gamma": [0.95, 0.99]}, seeds=3)
+    study = dqnx.tune("CartPole-v1", trials=32)
     agent = dqnx.load(run.path)
     print(dqnx.evaluate(agent))
 
@@ -11,11 +13,11 @@ The heavy imports (JAX, gymnax) happen on first use, so `dqnx --help` stays quic
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "evaluate", "DQNConfig", "UsageError", "__version__"]
+__all__ = ["train", "sweep", "tune", "load", "evaluate", "DQNConfig", "UsageError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "load", "evaluate"):
+    if name in ("train", "sweep", "tune", "load", "evaluate"):
         from dqnx import api
 
         return getattr(api, name)

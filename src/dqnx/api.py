@@ -185,6 +185,69 @@ def sweep(
                             use_ray=ray is not None, ray_address=ray, reporter=reporter)
 
 
+def tune(
+    env_id: Any,
+    *,
+    trials: int = 32,
+    params: list[Any] | None = None,
+    batch: int = 8,
+    objective: str = "auc",
+    agent: str = "dqn",
+    backend: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    seeds: int = 1,
+    config: RunConfig | dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    env_params: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    ray: str | None = None,
+    progress: bool = False,
+):
+    """Search hyperparameters with Optuna until the study holds `trials` finished trials; returns a TuneResult.
+
+    params: the search space, Param objects or --param strings ('lr=1e-4:1e-2:log',
+    'batch_size=32|64|128'); default: learning rate, gamma, tau, epsilon floor and decay
+    (dqnx.search.tune.DEFAULT_SPACE). batch: trials asked and trained together (one program
+    when their hyperparameters are vmappable), `seeds` seeds each. objective: 'auc' (mean
+    periodic greedy return) or 'final' (final greedy return of the best weights).
+    out: the study's directory (default tune/ENV): study.db (unless `storage` names another
+    database), best.toml, trials.csv, trials/. Calling again with the same out and study
+    continues the study. ray: as for sweep().
+    """
+    from dqnx.search import tune as tuning
+
+    config_class(agent)
+    if agent == "imitation":
+        raise UsageError("imitation policies come from `dqnx imitate`; tune dqn, rainbow, tabular-q, sarsa or linear-q")
+    for name, value in (("trials", trials), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    if objective not in ("auc", "final"):
+        raise UsageError(f"objective must be 'auc' or 'final', got {objective!r}")
+    seed_list = _seed_list(seed, seeds)
+    space = tuning.default_space(agent) if params is None else [
+        p if isinstance(p, tuning.Param) else tuning.parse_params([p], agent)[0] for p in params]
+    chosen = resolve_backend(env_id, backend)
+    env = make_env(env_id, env_params, chosen)
+    base = _resolve_config(_preset_id(env), agent, config, config_file, steps)
+    learner = make_learner(agent, base, env)  # settings the agent cannot use fail before anything is written
+    jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    target = Path(out) if out is not None else Path("tune") / env.env_id.replace("/", "-").replace(":", "-")
+    reporter = None
+    if progress:
+        def reporter(index, group):
+            from dqnx.ui import RichReporter
+
+            count = len(group.config_indices)
+            return RichReporter(f"trials x{count}", header=f"dqnx tune: {count} trial{'s' * (count > 1)} x {len(seed_list)} seeds in one program")
+    return tuning.run_tune(env, agent=agent, backend=chosen, env_params=_stored_params(env, env_params), base=base,
+                           space=space, trials=trials, batch=batch, seeds=seed_list, objective=objective, out=target,
+                           storage=storage, study_name=study_name, sampler_seed=seed, ray_address=ray, reporter=reporter)
+
+
 def _stored_params(env: Env, env_params: dict[str, Any] | None) -> dict[str, Any]:
     """The env parameters to record in config.json, as the environment took them."""
     if getattr(env, "backend", "jax") == "gymnasium":

@@ -133,6 +133,49 @@ def sweep(
     typer.echo(str(result.path))
 
 
+@app.command()
+def tune(
+    env_id: str = typer.Argument(..., help="Environment, as for `dqnx train`."),
+    trials: int = typer.Option(32, "--trials", help="Finished trials the study should hold; a resumed study runs only the rest."),
+    param: List[str] = typer.Option([], "--param", help="Search space entry: --param lr=1e-4:1e-2:log, --param gamma=0.9:0.999, --param batch_size=32|64|128 (repeatable; default: lr, gamma, tau, epsilon floor and decay)."),
+    batch: int = typer.Option(8, "--batch", help="Trials asked and trained together (one compiled program when their hyperparameters are vmappable)."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per trial; the objective is their mean."),
+    seed: int = typer.Option(0, "--seed", help="First seed of each trial, and the sampler's seed."),
+    objective: str = typer.Option("auc", "--objective", help="auc: mean of the periodic greedy evaluations (rewards learning early); final: final greedy return of the best weights."),
+    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow, tabular-q, sarsa or linear-q."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="jax or gymnasium (default: as for `dqnx train`)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Env steps per trial (default: the preset's total_steps)."),
+    set_: List[str] = typer.Option([], "--set", help="Fix a hyperparameter of every trial: --set batch_size=128."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of hyperparameters, applied over the preset."),
+    env_param: List[str] = typer.Option([], "--env-param", help="Override an environment parameter (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Study directory (default: tune/ENV): study.db, best.toml, trials.csv."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name in the storage (default: ENV-AGENT)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; the best config's path is still printed."),
+) -> None:
+    """Tune hyperparameters with Optuna (TPE, pruning on the periodic evaluation), stored in SQLite and
+    resumable by running the same command again; writes the best trial as a preset (best.toml)."""
+    from dqnx.config import parse_set
+    from dqnx.errors import UsageError
+
+    if steps is not None and steps <= 0:
+        raise UsageError(f"--steps must be a positive number of env steps, got {steps}")
+    if seeds <= 0:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    from dqnx import api
+
+    result = api.tune(env_id, trials=trials, params=param or None, batch=batch, objective=objective, agent=agent,
+                      backend=backend, steps=steps, seed=seed, seeds=seeds, config=parse_set(set_) or None,
+                      config_file=config, env_params=parse_set(env_param, option="--env-param") or None, out=out,
+                      storage=storage, study_name=study_name, ray=ray, progress=not quiet)
+    if not quiet:
+        _err(f"study {result.study_name} ({result.storage}): {result.trials_finished} finished trials, "
+             f"{result.trials_run} run now in {result.wall_seconds:.0f} s; best objective "
+             + ("-" if result.best_value is None else f"{result.best_value:.2f} with {result.best_params}"))
+    typer.echo(str(result.best_config_path if result.best_config_path is not None else result.path))
+
+
 @app.command("eval")
 def eval_(
     run_dir: Path = typer.Argument(..., help="A run directory written by `dqnx train`."),
