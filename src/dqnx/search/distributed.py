@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ def connect(address: str) -> Any:
         raise UsageError("--ray needs Ray; install it with pip install 'dqnx[ray]'") from None
     if ray.is_initialized():
         return ray
+    # Ray starts its processes with fork + exec, which JAX's fork warning does not distinguish
+    # from a bare fork; nothing of this (multithreaded) process runs in the child.
+    warnings.filterwarnings("ignore", message="os.fork\\(\\) was called", category=RuntimeWarning)
     try:
         if address == "local":
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
