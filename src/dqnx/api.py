@@ -93,6 +93,9 @@ def train(
             names = ", ".join(name for name, set_ in given.items() if set_)
             raise UsageError(f"resume continues a run with its saved settings; drop {names} (only steps may extend it)")
         run = RunDir.open(resume)
+        if (run.path / "members.json").is_file():
+            raise UsageError(f"{resume} is a group of a sweep or tune study (several configurations in one program) and "
+                             "cannot be resumed by dqnx train; run the sweep again, or the same dqnx tune command")
         spec = run.read_config()
         given_env = env_id is not None and not isinstance(env_id, str)  # an instance or factory, passed again
         if isinstance(env_id, str) and env_id != spec.env_id:

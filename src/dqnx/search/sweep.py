@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dqnx.config import VMAPPABLE, RunConfig, coerce, config_class
-from dqnx.errors import UsageError
+from dqnx.errors import Interrupted, UsageError
 from dqnx.runs.files import atomic_write_bytes, atomic_write_json
 
 # Short names accepted in --grid (and tune's search space) for the fields people sweep most.
@@ -193,8 +193,14 @@ def train_group(env: Any, group: Group, group_index: int, out: Path, *, agent: s
         return len(stopped) == real
 
     started = time.perf_counter()
-    summary = train_run(run, env, group.config, seeds, agent=agent, reporter=reporter, tensorboard=False,
-                        hypers=hypers, on_eval=record)
+    try:
+        summary = train_run(run, env, group.config, seeds, agent=agent, reporter=reporter, tensorboard=False,
+                            hypers=hypers, on_eval=record)
+    except Interrupted as e:
+        # A group's checkpoint holds its members' states but its config.json only the first
+        # configuration: `dqnx train --resume` would continue every member with that one.
+        raise Interrupted(e.run_dir, e.env_steps, f"interrupted at env step {e.env_steps} of {run.path}; a sweep does not "
+                          "resume: run it again (dqnx tune continues its study when run again)") from None
     return {
         "path": str(run.path),
         "wall_seconds": time.perf_counter() - started,

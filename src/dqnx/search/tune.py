@@ -194,8 +194,8 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
             if isinstance(config, UsageError):
                 study.tell(trial, state=TrialState.FAIL)
         usable = [(t, c) for t, c in zip(asked, configs) if not isinstance(c, UsageError)]
-        if not usable:
-            continue
+        if not usable:  # a space that yields nothing trainable would otherwise ask forever
+            raise UsageError(f"every trial of a batch had settings the agent refuses, e.g. {configs[0]}; narrow the --param ranges")
         groups = plan_groups([c for _, c in usable], seeds, vmapped=backend == "jax")
         numbers = [t.number for t, _ in usable]
         batch_dir = out / "trials" / f"batch-{numbers[0]:04d}"
