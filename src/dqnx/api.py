@@ -170,9 +170,7 @@ def sweep(
     clash = set(parsed) & {sweeps.ALIASES.get(k, k) for k in config} if isinstance(config, dict) else set()
     if clash:
         raise UsageError(f"{', '.join(sorted(clash))} is both swept (--grid) and set (--set); drop one")
-    first = base.replace(**sweeps.expand_grid(parsed)[0])
-    learner = make_learner(agent, first.validate(), env)  # settings the agent cannot use fail before anything is written
-    jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    sweeps.check_grid(parsed, base, agent, env)  # every grid point, before anything is written
     target = Path(out) if out is not None else default_run_dir(env.env_id, root="sweeps")
     reporter = None
     if progress:

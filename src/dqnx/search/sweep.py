@@ -273,6 +273,32 @@ def run_sweep(env: Any, grid: dict[str, list[Any]], *, seeds: list[int], agent: 
     return SweepResult(path=out, grid=grid, configs=overrides, rows=rows, wall_seconds=wall)
 
 
+def check_grid(grid: dict[str, list[Any]], base: RunConfig, agent: str, env: Any) -> None:
+    """Raise UsageError, naming the grid point, on the first configuration that cannot train.
+
+    Checking only the first point is not enough: a later group (another network width,
+    another bins layout) would fail after the earlier groups had trained and written files.
+    Learners are built once per static configuration: the vmappable fields do not change
+    what make_learner accepts, and validate() has already checked their values.
+    """
+    import jax
+
+    from dqnx.agents import make_learner
+
+    seen = set()
+    for override in expand_grid(grid):
+        config = _checked(base.replace(**override), override)
+        static = _static_part(config)
+        if static in seen:
+            continue
+        seen.add(static)
+        try:
+            learner = make_learner(agent, config, env)
+            jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and networks that cannot take the observations
+        except UsageError as e:
+            raise UsageError(f"grid point {override}: {e}") from None
+
+
 def _checked(config: RunConfig, override: dict[str, Any]) -> RunConfig:
     try:
         return config.validate()
