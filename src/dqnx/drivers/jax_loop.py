@@ -196,7 +196,10 @@ class Compiled:
         """`hypers`: per-seed values of vmappable hyperparameters (name -> [num_seeds] array),
         a sweep's configurations; by default every seed takes the program's config. Either way
         they enter the program as arrays, so a sweep and the same configs run one by one
-        execute the same code."""
+        execute the same operations. Not always the same bits: XLA compiles a vmapped and an
+        unbatched program into different kernels, which on a CPU with FMA may fuse different
+        multiply-adds (last-bit differences; bit for bit with XLA_FLAGS=--xla_cpu_max_isa=AVX,
+        see tests/test_sweep.py), and a long run can amplify one bit into another argmax."""
         self.program = program
         self.num_seeds = num_seeds
         if hypers is None:
