@@ -197,3 +197,15 @@ def test_tune_on_ray_stores_its_trials_in_the_same_study(tmp_path, local_ray):
     second = dqnx.tune("CartPole-v1", trials=4, batch=2, config=SMALL, out=out)  # continued locally
     assert second.trials_run == 2 and len(_finished(_study(out))) == 4
     assert (out / "best.toml").is_file()
+
+
+def test_ray_missing_is_a_one_line_error(tmp_path):
+    """Ray is an optional extra: --ray without it names the install command (import blocked here)."""
+    script = ("import sys; sys.modules['ray'] = None; sys.argv = ['dqnx'] + sys.argv[1:]; "
+              "from dqnx.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", script, "sweep", "CartPole-v1", "--grid", "lr=1e-3,3e-3", "--ray",
+                             "--steps", "1000", "--out", str(tmp_path / "s"), "-q"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'dqnx[ray]'" in lines[0]
+    assert not (tmp_path / "s").exists()

@@ -171,6 +171,10 @@ def sweep(
     if clash:
         raise UsageError(f"{', '.join(sorted(clash))} is both swept (--grid) and set (--set); drop one")
     sweeps.check_grid(parsed, base, agent, env)  # every grid point, before anything is written
+    if ray is not None:
+        from dqnx.search.distributed import connect
+
+        connect(ray)  # a missing Ray or an unreachable cluster fails before anything is written
     target = Path(out) if out is not None else default_run_dir(env.env_id, root="sweeps")
     reporter = None
     if progress:
@@ -236,6 +240,10 @@ def tune(
     base = _resolve_config(_preset_id(env), agent, config, config_file, steps)
     learner = make_learner(agent, base, env)  # settings the agent cannot use fail before anything is written
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    if ray is not None:
+        from dqnx.search.distributed import connect
+
+        connect(ray)  # a missing Ray or an unreachable cluster fails before anything is written
     target = Path(out) if out is not None else Path("tune") / env.env_id.replace("/", "-").replace(":", "-")
     reporter = None
     if progress:

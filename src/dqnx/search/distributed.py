@@ -87,7 +87,7 @@ def train_groups_on_ray(address: str, env_id: str, env_params: dict[str, Any], b
 
 def tune_groups_on_ray(address: str, env_id: str, env_params: dict[str, Any], backend: str, agent: str,
                        groups: list[Group], batch_dir: Path, numbers: list[int], seeds: list[int], storage: str,
-                       study_name: str) -> list[dict[str, Any]]:
+                       study_name: str, warmup_steps: int) -> list[dict[str, Any]]:
     """A tuning batch's groups as Ray tasks, pruned through a StudyPruning actor on this node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -95,7 +95,7 @@ def tune_groups_on_ray(address: str, env_id: str, env_params: dict[str, Any], ba
 
     ray = connect(address)
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    pruning = ray.remote(num_cpus=0)(StudyPruning).options(scheduling_strategy=here).remote(storage, study_name)
+    pruning = ray.remote(num_cpus=0)(StudyPruning).options(scheduling_strategy=here).remote(storage, study_name, warmup_steps)
     task = ray.remote(num_cpus=1)(_group_task)
     futures = [task.remote(env_id, env_params, backend, agent, g, i, str(batch_dir / f"g{i}"), pruning, numbers, len(seeds))
                for i, g in enumerate(groups)]

@@ -55,13 +55,16 @@ class Param:
 
 
 # The default search space: vmappable hyperparameters only, so a whole batch of trials is
-# one compiled program. epsilon_decay_steps is given as a fraction of the run (scaled at use).
+# one compiled program. The ranges hold the values published DQN settings use (e.g.
+# rl-baselines3-zoo's) and leave out regions where DQN reliably diverges (learning rates
+# of 1e-2, tau near 1 with a target sync every step), which would only waste trials.
+# epsilon_decay_steps is searched as a fraction of the run (scaled at use).
 DEFAULT_SPACE = {
-    "dqn": [Param("learning_rate", 1e-4, 1e-2, log=True), Param("gamma", 0.9, 0.999),
-            Param("tau", 1e-3, 1.0, log=True), Param("epsilon_end", 0.01, 0.1),
-            Param("epsilon_decay_fraction", 0.02, 0.5, log=True)],
+    "dqn": [Param("learning_rate", 1e-4, 3e-3, log=True), Param("gamma", 0.95, 0.999),
+            Param("tau", 2e-3, 0.1, log=True), Param("epsilon_end", 0.01, 0.1),
+            Param("epsilon_decay_fraction", 0.03, 0.3, log=True)],
     "tabular": [Param("learning_rate", 0.01, 1.0, log=True), Param("gamma", 0.8, 0.999),
-                Param("epsilon_decay_fraction", 0.02, 0.5, log=True)],
+                Param("epsilon_decay_fraction", 0.03, 0.5, log=True)],
 }
 DECAY_FRACTION = "epsilon_decay_fraction"
 
@@ -116,11 +119,11 @@ class StudyPruning:
     Used in-process, and as a Ray actor on a cluster (workers report through it, so the
     pruner sees every trial while the study stays in one storage)."""
 
-    def __init__(self, storage: str, study_name: str):
+    def __init__(self, storage: str, study_name: str, warmup_steps: int):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=_pruner())
+        self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=_pruner(warmup_steps))
 
     def report(self, step: int, values: dict[int, float]) -> set[int]:
         """values: {trial number: intermediate value}; returns the trial numbers to prune."""
@@ -136,12 +139,13 @@ class StudyPruning:
         return pruned
 
 
-def _pruner() -> Any:
+def _pruner(warmup_steps: int) -> Any:
     import optuna
 
-    # Median rule after 5 finished trials and 2 evaluations: permissive enough that a slow
-    # starter survives its first evaluations, strict enough to stop clear failures by mid-run.
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, interval_steps=1, n_min_trials=3)
+    # The median rule, once 5 trials have finished, and only after the first quarter of the
+    # run (warmup_steps, in env steps): early evaluations of a still-exploring agent are
+    # mostly noise, and pruning on them would drop slow starters that end up best.
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup_steps, interval_steps=1, n_min_trials=3)
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
                 "space": [p.__dict__ | {"choices": list(p.choices) if p.choices else None} for p in space]}
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
-                                    sampler=optuna.samplers.TPESampler(seed=sampler_seed), pruner=_pruner())
+                                    sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+                                    pruner=_pruner(base.total_steps // 4))
     except Exception as e:  # bad storage URLs and unreachable databases come from SQLAlchemy in many types
         raise UsageError(f"cannot open the Optuna storage {storage} ({type(e).__name__}: {e}); give --storage sqlite:///FILE.db") from None
     _check_identity(study, identity, study_name, storage)
@@ -186,7 +191,7 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
     distributions = {p.name: p.distribution(_kind(p.name, type(base))) for p in space}
     started = time.perf_counter()
     run_count = 0
-    pruning = StudyPruning(storage, study_name) if ray_address is None else None
+    pruning = StudyPruning(storage, study_name, base.total_steps // 4) if ray_address is None else None
     while (remaining := trials - _finished(study)) > 0:
         asked = [study.ask(distributions) for _ in range(min(batch, remaining))]
         configs = [_trial_config(base, t.params) for t in asked]
@@ -206,7 +211,7 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
             from dqnx.search.distributed import tune_groups_on_ray
 
             results = tune_groups_on_ray(ray_address, env.env_id, env_params, backend, agent, groups, batch_dir, numbers,
-                                         seeds, storage, study_name)
+                                         seeds, storage, study_name, base.total_steps // 4)
         for trial_value in _trial_values(results, numbers, objective):
             number, value, pruned = trial_value
             trial = next(t for t, _ in usable if t.number == number)
