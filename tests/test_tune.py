@@ -209,3 +209,28 @@ def test_ray_missing_is_a_one_line_error(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'dqnx[ray]'" in lines[0]
     assert not (tmp_path / "s").exists()
+
+
+def test_a_batch_of_asked_trials_spreads_out():
+    """tune asks a batch before telling any of it: the sampler must count the pending trials
+    (constant liar), or TPE proposes the whole batch from one model and the points cluster."""
+    from optuna.distributions import FloatDistribution
+
+    from dqnx.search.tune import _sampler
+
+    space = {"x": FloatDistribution(0, 1), "y": FloatDistribution(0, 1)}
+
+    def batch_spread(make_sampler) -> float:
+        spreads = []
+        for seed in range(5):
+            study = optuna.create_study(direction="maximize", sampler=make_sampler(seed))
+            for _ in range(12):
+                trial = study.ask(space)
+                study.tell(trial, -(trial.params["x"] - 0.3) ** 2 - (trial.params["y"] - 0.7) ** 2)
+            points = np.array([[t.params["x"], t.params["y"]] for t in (study.ask(space) for _ in range(8))])
+            distance = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1)) + 9 * np.eye(8)
+            spreads.append(distance.min(axis=1).mean())
+        return float(np.mean(spreads))
+
+    # Optuna 4's default (constant_liar=False) as the baseline; Optuna 5 turned it on by default.
+    assert batch_spread(_sampler) > 2 * batch_spread(lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=False))
