@@ -240,6 +240,7 @@ def tune(
     base = _resolve_config(_preset_id(env), agent, config, config_file, steps)
     learner = make_learner(agent, base, env)  # settings the agent cannot use fail before anything is written
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    tuning.check_space(space, base, agent, env)
     if ray is not None:
         from dqnx.search.distributed import connect
 
