@@ -149,6 +149,7 @@ def test_objective_auc_is_the_mean_of_the_periodic_evaluations(tmp_path):
         (["--trials", "0"], "trials must be a positive integer"),
         (["--storage", "nosuchdb://x"], "cannot open the Optuna storage"),
         (["--param", "gamma=1.5:2"], "--param gamma: the value 1.5 cannot train"),
+        (["--param", "lr=1e-4:1e-3", "--param", "lr=1e-3:1e-2"], "--param sets learning_rate twice"),
         (["--param", "batch_size=32|4096", "--set", "buffer_size=2000"], "--param batch_size: the value 4096 cannot train"),
     ],
 )

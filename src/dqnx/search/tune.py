@@ -70,6 +70,11 @@ DEFAULT_SPACE = {
 DECAY_FRACTION = "epsilon_decay_fraction"
 
 
+def field_of(name: str) -> str:
+    """The config field a search-space entry sets."""
+    return "epsilon_decay_steps" if name == DECAY_FRACTION else name
+
+
 def default_space(agent: str) -> list[Param]:
     return DEFAULT_SPACE["dqn" if agent in ("dqn", "rainbow") else "tabular"]
 
