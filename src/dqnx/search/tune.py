@@ -174,7 +174,7 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    created = not out.exists()
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # the outermost new directory
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{out / 'study.db'}"
     study_name = study_name or f"{env.env_id}-{agent}"
@@ -190,8 +190,8 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
             raise UsageError(f"cannot open the Optuna storage {storage} ({type(e).__name__}: {e}); give --storage sqlite:///FILE.db") from None
         _check_identity(study, identity, study_name, storage)
     except UsageError:
-        if created:  # bad input leaves nothing behind: not even the empty study directory
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None:  # bad input leaves nothing behind: not even the empty study directory (or tune/)
+            shutil.rmtree(created, ignore_errors=True)
         raise
     # A trial still RUNNING when this process starts was cut off with its process: fail it and ask its parameters again.
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
