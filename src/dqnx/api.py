@@ -235,11 +235,17 @@ def tune(
     seed_list = _seed_list(seed, seeds)
     space = tuning.default_space(agent) if params is None else [
         p if isinstance(p, tuning.Param) else tuning.parse_params([p], agent)[0] for p in params]
+    # Each string is parsed alone above, so repeats across entries are caught here (the decay
+    # fraction and epsilon_decay_steps both set the same field).
+    names = [tuning.field_of(p.name) for p in space]
+    if repeated := sorted({n for n in names if names.count(n) > 1}):
+        raise UsageError(f"--param sets {repeated[0]} twice; give one range or list of choices per hyperparameter")
     chosen = resolve_backend(env_id, backend)
     env = make_env(env_id, env_params, chosen)
     base = _resolve_config(_preset_id(env), agent, config, config_file, steps)
     learner = make_learner(agent, base, env)  # settings the agent cannot use fail before anything is written
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    tuning.check_space(space, base, agent, env)
     if ray is not None:
         from dqnx.search.distributed import connect
 
