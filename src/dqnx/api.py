@@ -159,22 +159,14 @@ def sweep(
     """
     from dqnx.search import sweep as sweeps
 
-    config_class(agent)
-    if agent == "imitation":
-        raise UsageError("imitation policies come from `dqnx imitate`; sweep dqn, rainbow, tabular-q, sarsa or linear-q")
-    seed_list = _seed_list(seed, seeds)
+    env, chosen, base, seed_list = _search_setup("sweep", env_id, agent, backend, env_params, config, config_file, steps,
+                                                 seed, seeds)
     parsed = sweeps.normalize_grid(grid, agent)
-    chosen = resolve_backend(env_id, backend)
-    env = make_env(env_id, env_params, chosen)
-    base = _resolve_config(_preset_id(env), agent, config, config_file, steps)
     clash = set(parsed) & {sweeps.ALIASES.get(k, k) for k in config} if isinstance(config, dict) else set()
     if clash:
         raise UsageError(f"{', '.join(sorted(clash))} is both swept (--grid) and set (--set); drop one")
     sweeps.check_grid(parsed, base, agent, env)  # every grid point, before anything is written
-    if ray is not None:
-        from dqnx.search.distributed import connect
-
-        connect(ray)  # a missing Ray or an unreachable cluster fails before anything is written
+    _connect_ray(ray)
     target = Path(out) if out is not None else default_run_dir(env.env_id, root="sweeps")
     reporter = None
     if progress:
@@ -225,14 +217,11 @@ def tune(
     from dqnx.search import tune as tuning
 
     config_class(agent)
-    if agent == "imitation":
-        raise UsageError("imitation policies come from `dqnx imitate`; tune dqn, rainbow, tabular-q, sarsa or linear-q")
     for name, value in (("trials", trials), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
     if objective not in ("auc", "final"):
         raise UsageError(f"objective must be 'auc' or 'final', got {objective!r}")
-    seed_list = _seed_list(seed, seeds)
     space = tuning.default_space(agent) if params is None else [
         p if isinstance(p, tuning.Param) else tuning.parse_params([p], agent)[0] for p in params]
     # Each string is parsed alone above, so repeats across entries are caught here (the decay
@@ -240,16 +229,12 @@ def tune(
     names = [tuning.field_of(p.name) for p in space]
     if repeated := sorted({n for n in names if names.count(n) > 1}):
         raise UsageError(f"--param sets {repeated[0]} twice; give one range or list of choices per hyperparameter")
-    chosen = resolve_backend(env_id, backend)
-    env = make_env(env_id, env_params, chosen)
-    base = _resolve_config(_preset_id(env), agent, config, config_file, steps)
+    env, chosen, base, seed_list = _search_setup("tune", env_id, agent, backend, env_params, config, config_file, steps,
+                                                 seed, seeds)
     learner = make_learner(agent, base, env)  # settings the agent cannot use fail before anything is written
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))
     tuning.check_space(space, base, agent, env)
-    if ray is not None:
-        from dqnx.search.distributed import connect
-
-        connect(ray)  # a missing Ray or an unreachable cluster fails before anything is written
+    _connect_ray(ray)
     target = Path(out) if out is not None else Path("tune") / env.env_id.replace("/", "-").replace(":", "-")
     reporter = None
     if progress:
@@ -261,6 +246,26 @@ def tune(
     return tuning.run_tune(env, agent=agent, backend=chosen, env_params=_stored_params(env, env_params), base=base,
                            space=space, trials=trials, batch=batch, seeds=seed_list, objective=objective, out=target,
                            storage=storage, study_name=study_name, sampler_seed=seed, ray_address=ray, reporter=reporter)
+
+
+def _search_setup(command: str, env_id: Any, agent: str, backend: str | None, env_params: dict[str, Any] | None,
+                  config: Any, config_file: Any, steps: int | None, seed: int, seeds: int):
+    """What sweep and tune share: the agent checked, the seeds, the env and the base config."""
+    config_class(agent)
+    if agent == "imitation":
+        raise UsageError(f"imitation policies come from `dqnx imitate`; {command} dqn, rainbow, tabular-q, sarsa or linear-q")
+    seed_list = _seed_list(seed, seeds)
+    chosen = resolve_backend(env_id, backend)
+    env = make_env(env_id, env_params, chosen)
+    return env, chosen, _resolve_config(_preset_id(env), agent, config, config_file, steps), seed_list
+
+
+def _connect_ray(ray: str | None) -> None:
+    """A missing Ray or an unreachable cluster fails here, before a sweep or study writes anything."""
+    if ray is not None:
+        from dqnx.search.distributed import connect
+
+        connect(ray)
 
 
 def _stored_params(env: Env, env_params: dict[str, Any] | None) -> dict[str, Any]:

@@ -365,13 +365,15 @@ def envs() -> None:
 
 def _optional_ray_value(args: list[str]) -> list[str]:
     """`--ray` takes an optional address: alone (last, or before another option or the env id)
-    it means a Ray instance started here. Click options cannot have optional values."""
+    it means a Ray instance started here. Click options cannot have optional values, so a
+    bare --ray becomes --ray=local unless an address follows: auto, local, ray://... or
+    HOST:PORT with a numeric port (so an env id module.path:EnvClass is not taken for one)."""
     out = []
     for i, arg in enumerate(args):
-        following = args[i + 1] if i + 1 < len(args) else None
-        looks_like_address = following is not None and (following == "auto" or ":" in following and "/" not in following.split(":")[0]
-                                                         or following.startswith("ray://") or following == "local")
-        out.append("--ray=local" if arg == "--ray" and not looks_like_address else arg)
+        following = args[i + 1] if i + 1 < len(args) else ""
+        host, colon, port = following.rpartition(":")
+        address = following in ("auto", "local") or following.startswith("ray://") or (colon and host and port.isdigit())
+        out.append("--ray=local" if arg == "--ray" and not address else arg)
     return out
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -101,11 +102,23 @@ def parse_params(items: list[str], agent: str = "dqn") -> list[Param]:
         kind = _kind(name, cls)
         if kind not in (int, float):
             raise UsageError(f"--param {name} is not a number; give its choices as {name}=A|B")
-        low, high = (coerce(name, p.strip(), "--param", cls) for p in parts[:2])
+        low, high = (_bound(name, p.strip(), cls) for p in parts[:2])
         if not low < high or (log and low <= 0):
             raise UsageError(f"--param {name}: need LOW < HIGH (and LOW > 0 with log), got {text!r}")
         params.append(Param(name, low, high, log=log))
     return params
+
+
+def _bound(name: str, text: str, cls: type) -> Any:
+    if name == DECAY_FRACTION:  # not a config field: a fraction of total_steps (see DEFAULT_SPACE)
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 0.0 < value <= 1.0:
+            raise UsageError(f"--param {DECAY_FRACTION} takes fractions of the run in (0, 1], got {text!r}")
+        return value
+    return coerce(name, text, "--param", cls)
 
 
 def _kind(name: str, cls: type) -> type:
