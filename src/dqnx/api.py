@@ -238,11 +238,13 @@ def tune(
     target = Path(out) if out is not None else Path("tune") / env.env_id.replace("/", "-").replace(":", "-")
     reporter = None
     if progress:
-        def reporter(index, group):
+        def reporter(index, group, numbers):
             from dqnx.ui import RichReporter
 
-            count = len(group.config_indices)
-            return RichReporter(f"trials x{count}", header=f"dqnx tune: {count} trial{'s' * (count > 1)} x {len(seed_list)} seeds in one program")
+            label = f"trial {numbers[0]}" if len(numbers) == 1 else f"trials {numbers[0]}-{numbers[-1]}"
+            header = (f"dqnx tune: {label} of {trials} on {env.env_id}, {len(seed_list)} seed{'s' * (len(seed_list) > 1)} "
+                      "each, in one program")
+            return RichReporter(label, header=header)
     return tuning.run_tune(env, agent=agent, backend=chosen, env_params=_stored_params(env, env_params), base=base,
                            space=space, trials=trials, batch=batch, seeds=seed_list, objective=objective, out=target,
                            storage=storage, study_name=study_name, sampler_seed=seed, ray_address=ray, reporter=reporter)

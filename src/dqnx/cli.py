@@ -170,9 +170,9 @@ def tune(
                       config_file=config, env_params=parse_set(env_param, option="--env-param") or None, out=out,
                       storage=storage, study_name=study_name, ray=ray, progress=not quiet)
     if not quiet:
-        _err(f"study {result.study_name} ({result.storage}): {result.trials_finished} finished trials, "
-             f"{result.trials_run} run now in {result.wall_seconds:.0f} s; best objective "
-             + ("-" if result.best_value is None else f"{result.best_value:.2f} with {result.best_params}"))
+        from dqnx.ui import print_tune
+
+        print_tune(result)
     typer.echo(str(result.best_config_path if result.best_config_path is not None else result.path))
 
 

@@ -103,3 +103,21 @@ def print_sweep(result: Any) -> None:
                       f"{sum(solved)}/{len(rows)}" if solved or rows[0]["solved"] is not None else "-",
                       str(steps[len(steps) // 2]) if steps else "-")
     console.print(table)
+
+
+def print_tune(result: Any) -> None:
+    """The study's best complete trials: objective and the values they set."""
+    names = sorted({k for t in result.top for k in t["params"]})
+    table = Table(title=f"study {result.study_name}: {result.trials_finished} finished trials "
+                        f"({result.trials_run} run now, {result.wall_seconds:.0f} s)", title_justify="left")
+    table.add_column("trial", justify="right")
+    table.add_column("objective", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for trial in result.top:
+        table.add_row(str(trial["number"]), _fmt(trial["value"]),
+                      *(_fmt(v, ".4g") if isinstance(v, float) else str(v) for v in (trial["params"].get(n, "-") for n in names)))
+    console.print(table)
+    if result.best_config_path is not None:
+        console.print(f"best trial's preset (train it with --config): {result.best_config_path}",
+                      markup=False, highlight=False, soft_wrap=True)

@@ -178,6 +178,7 @@ class TuneResult:
     trials_run: int
     trials_finished: int
     wall_seconds: float
+    top: list[dict[str, Any]]  # the best complete trials, best first: number, value, params (as config fields)
 
 
 def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], base: RunConfig, space: list[Param],
@@ -255,7 +256,9 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
                       best_value=best_trial.value if best_trial else None,
                       best_params=_resolved_params(best_trial.params, base) if best_trial else {},
                       best_config_path=best, trials_run=run_count, trials_finished=_finished(study),
-                      wall_seconds=time.perf_counter() - started)
+                      wall_seconds=time.perf_counter() - started,
+                      top=[{"number": t.number, "value": t.value, "params": _resolved_params(t.params, base)}
+                           for t in sorted(complete, key=lambda t: -t.value)[:5]])
 
 
 def _sampler(seed: int) -> Any:
@@ -336,7 +339,7 @@ def _trial_config(base: RunConfig, params: dict[str, Any]) -> RunConfig | UsageE
 def _train_local(env, group: Group, index: int, batch_dir: Path, agent, backend, env_params, numbers, seeds, pruning, reporter):
     on_eval = trial_reporter(group, numbers, len(seeds), pruning.report)
     return train_group(env, group, index, batch_dir / f"g{index}", agent=agent, env_id=env.env_id, env_params=env_params,
-                       backend=backend, on_eval=on_eval, reporter=reporter(index, group) if reporter else None)
+                       backend=backend, on_eval=on_eval, reporter=reporter(index, group, [numbers[i] for i in group.config_indices]) if reporter else None)
 
 
 def trial_reporter(group: Group, numbers: list[int], num_seeds: int, report):
