@@ -56,11 +56,17 @@ KEYS = {name.split(":")[-1].strip().split(" ")[0].lower().replace("monte-carlo",
 DEFAULT_KEYS = [k for k in KEYS if k not in ("monte_carlo", "boltzmann")]
 
 
+# The DQN variants start from the env preset with one output per action and 1-step targets,
+# whatever the preset chose after this table (Acrobot-v1 per_action_heads, MountainCar-v0
+# n_step 3), so each row stays "plain DQN plus one switch".
+DQN_BASE = {"q_head": "per_action_output", "n_step": 1}
+
+
 def run_case(env_id: str, variant: str, seeds: int, workdir: Path) -> dict:
     import dqnx
 
     agent, overrides = VARIANTS[variant]
-    overrides = dict(overrides)
+    overrides = {**(DQN_BASE if agent == "dqn" else {}), **overrides}
     if overrides.get("distributional"):
         overrides["v_min"], overrides["v_max"] = SUPPORT[env_id]
     start = time.perf_counter()
