@@ -8,6 +8,9 @@ The JAX compilation cache keeps its default location (shared between runs).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +56,23 @@ def tiny_config(**changes):
 def tiny():
     """The tiny_config factory, as a fixture."""
     return tiny_config
+
+
+def _cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # What a script piping our stderr sees: no terminal, rich's default width.
+    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE"):
+        env.pop(name, None)
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def _run_dqnx(args: list, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dqnx.cli", *map(str, args)], cwd=cwd, env=_cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def dqnx_cli():
+    """Runs `dqnx ARGS` in a subprocess from `cwd`, as a script would (no terminal): dqnx_cli(args, cwd, timeout)."""
+    return _run_dqnx

@@ -7,10 +7,7 @@ directory, with relative paths so that messages stay short and comparable.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +20,6 @@ TINY_SETS = [
     "--set", "hidden_sizes=32", "--set", "buffer_size=2000", "--set", "learning_starts=200",
 ]
 RUN_FILES = ["config.json", "best.safetensors", "last.safetensors", "checkpoint.safetensors", "metrics.csv", "summary.json"]
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # What a script piping our stderr sees: no terminal, rich's default width.
-    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE"):
-        env.pop(name, None)
-    env["NO_COLOR"] = "1"
-    return env
-
-
-def dqnx_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dqnx.cli", *map(str, args)],
-        cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout,
-    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -59,7 +40,7 @@ def cli_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(cli_root):
+def trained(cli_root, dqnx_cli):
     """`dqnx train CartPole-v1 --steps 2000 ... --quiet --out run`, and its result."""
     cwd = cli_root / "train"
     cwd.mkdir()
@@ -90,7 +71,7 @@ def test_train_writes_a_complete_run(trained):
     assert [line.split(",")[0] for line in lines[1:]] == ["1000", "2000"]
 
 
-def test_eval_json_prints_one_object(trained):
+def test_eval_json_prints_one_object(trained, dqnx_cli):
     run, _ = trained
     result = dqnx_cli(["eval", run.name, "--json", "--episodes", "5"], run.parent)
     assert result.returncode == 0, result.stderr
@@ -105,7 +86,7 @@ def test_eval_json_prints_one_object(trained):
     assert data["weights"] == "best"
 
 
-def test_eval_prints_a_readable_line(trained):
+def test_eval_prints_a_readable_line(trained, dqnx_cli):
     run, _ = trained
     result = dqnx_cli(["eval", run.name, "--episodes", "3", "--weights", "last"], run.parent)
     assert result.returncode == 0, result.stderr
@@ -113,7 +94,7 @@ def test_eval_prints_a_readable_line(trained):
     assert "over 3 episodes" in result.stdout
 
 
-def test_envs_lists_discrete_envs(tmp_path):
+def test_envs_lists_discrete_envs(tmp_path, dqnx_cli):
     result = dqnx_cli(["envs"], tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -212,7 +193,7 @@ CASES: dict[str, Case] = {
 
 
 @pytest.fixture(scope="module")
-def bad_results(cli_root, trained):
+def bad_results(cli_root, trained, dqnx_cli):
     """Run every bad-input case (two at a time); {name: (cwd, before, result)}."""
     run, train_result = trained
     assert train_result.returncode == 0, train_result.stderr

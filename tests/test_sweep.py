@@ -297,19 +297,6 @@ def test_an_odd_group_is_padded_and_the_pad_is_not_reported(tmp_path):
 # --- e, f. the command line ------------------------------------------------------------------
 
 
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE"):
-        env.pop(name, None)
-    env["NO_COLOR"] = "1"
-    return env
-
-
-def dqnx_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dqnx.cli", *map(str, args)], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
 SMALL = ["--steps", "1000", "--seeds", "1", "-q"]
 # name -> (arguments after `dqnx sweep CartPole-v1`, substrings of the error message)
 BAD_SWEEPS = {
@@ -328,7 +315,7 @@ BAD_SWEEPS = {
 
 
 @pytest.fixture(scope="module")
-def bad_sweeps(tmp_path_factory):
+def bad_sweeps(tmp_path_factory, dqnx_cli):
     root = tmp_path_factory.mktemp("bad")
     for name in BAD_SWEEPS:
         (root / name).mkdir()
@@ -350,7 +337,7 @@ def test_bad_sweep_exits_2_with_one_line_and_writes_nothing(name, bad_sweeps):
     assert list(cwd.iterdir()) == [], "bad input must leave no sweep directory behind"
 
 
-def test_cli_sweep_writes_results_and_prints_its_directory(tmp_path):
+def test_cli_sweep_writes_results_and_prints_its_directory(tmp_path, dqnx_cli):
     args = ["sweep", "CartPole-v1", "--grid", "lr=1e-3,3e-3", "--seeds", "2", "--steps", "1000",
             "--set", "eval_every=500", "--set", "eval_episodes=4", "--set", "final_eval_episodes=4", "--out", "sw", "-q"]
     result = dqnx_cli(args, tmp_path)

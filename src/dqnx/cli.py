@@ -26,6 +26,15 @@ def _err(message: str) -> None:
     sys.stderr.write(message.replace("\n", " ") + "\n")
 
 
+def _check_steps_and_seeds(steps: Optional[int], seeds: int) -> None:
+    from dqnx.errors import UsageError
+
+    if steps is not None and steps <= 0:
+        raise UsageError(f"--steps must be a positive number of env steps, got {steps}")
+    if seeds <= 0:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+
+
 @app.command()
 def train(
     env_id: Optional[str] = typer.Argument(None, help="Environment: a gymnax id (see `dqnx envs`), a Gymnasium id (LunarLander-v3, ALE/Pong-v5) or module.path:EnvClass. Omit with --resume."),
@@ -48,10 +57,7 @@ def train(
     from dqnx.config import parse_set
     from dqnx.errors import UsageError
 
-    if steps is not None and steps <= 0:
-        raise UsageError(f"--steps must be a positive number of env steps, got {steps}")
-    if seeds <= 0:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    _check_steps_and_seeds(steps, seeds)
     if seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed}")
     if resume is not None and (set_ or config is not None or out is not None or seeds != 1 or seed != 0 or env_param
@@ -113,12 +119,8 @@ def sweep(
     target period, ...) in one compiled program, others in one program per shape. Writes
     results.csv, curves.csv and curves.png (a grid of learning curves)."""
     from dqnx.config import parse_set
-    from dqnx.errors import UsageError
 
-    if steps is not None and steps <= 0:
-        raise UsageError(f"--steps must be a positive number of env steps, got {steps}")
-    if seeds <= 0:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    _check_steps_and_seeds(steps, seeds)
     from dqnx import api
     from dqnx.search.sweep import parse_grid
 
@@ -157,12 +159,8 @@ def tune(
     """Tune hyperparameters with Optuna (TPE, pruning on the periodic evaluation), stored in SQLite and
     resumable by running the same command again; writes the best trial as a preset (best.toml)."""
     from dqnx.config import parse_set
-    from dqnx.errors import UsageError
 
-    if steps is not None and steps <= 0:
-        raise UsageError(f"--steps must be a positive number of env steps, got {steps}")
-    if seeds <= 0:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    _check_steps_and_seeds(steps, seeds)
     from dqnx import api
 
     result = api.tune(env_id, trials=trials, params=param or None, batch=batch, objective=objective, agent=agent,
