@@ -259,3 +259,39 @@ def test_seeds_in_one_program_train_on_the_configured_cadence(tmp_path, tiny):
     run = dqnx.train("CartPole-v1", seeds=2, config=cfg, out=tmp_path / "cadence")
     last = [row for row in metrics(run.path) if row["env_steps"] == "2000"]
     assert [int(row["updates"]) for row in last] == [902, 902]
+
+
+PADDED_SCRIPT = """
+import sys
+import dqnx
+from dqnx.config import DQNConfig
+cfg = DQNConfig().replace(total_steps=1500, eval_every=500, eval_episodes=8, final_eval_episodes=8,
+                          hidden_sizes=(32,), buffer_size=1500, learning_starts=200)
+dqnx.train("CartPole-v1", seed=0, seeds=3, config=cfg, out=sys.argv[1], tensorboard=False)
+"""
+
+
+def test_a_seed_count_the_devices_do_not_divide_runs_padded_and_keeps_its_results(tmp_path, tiny):
+    """3 seeds on 2 devices run as 2 + 2 (a copy of the last seed fills the second device);
+    every file holds 3 seeds, with the numbers of the same 3 seeds run on one device."""
+    import os
+    import subprocess
+    import sys
+
+    if len(jax.devices()) < 2 or 3 % len(jax.devices()) == 0:
+        pytest.skip("needs a device count that does not divide 3")
+    cfg = tiny(total_steps=1500, buffer_size=1500)
+    padded = dqnx.train("CartPole-v1", seed=0, seeds=3, config=cfg, out=tmp_path / "padded", tensorboard=False)
+    env = {**os.environ, "DQNX_HOST_DEVICES": "1"}
+    done = subprocess.run([sys.executable, "-c", PADDED_SCRIPT, str(tmp_path / "one_device")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [s["seed"] for s in padded.summary["per_seed"]] == [0, 1, 2]
+    assert all(v.shape[0] == 3 for v in tensors(padded.path / "last.safetensors").values())
+    rows, reference = metrics(padded.path), metrics(tmp_path / "one_device")
+    assert [(r["env_steps"], r["seed"]) for r in rows] == [(r["env_steps"], r["seed"]) for r in reference]
+    for row, ref in zip(rows, reference):
+        for key in row:
+            np.testing.assert_allclose(float(row[key]), float(ref[key]), rtol=1e-4, err_msg=key)
+    # The seeds differ, so equality above is not the pad's copy matching itself.
+    assert rows[-3]["eval_mean_return"] != rows[-1]["eval_mean_return"] or rows[-3]["loss"] != rows[-1]["loss"]

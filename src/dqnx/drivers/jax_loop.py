@@ -189,7 +189,10 @@ class Compiled:
     A single seed runs unbatched (one real `lax.cond` instead of vmap's select of
     both branches); several seeds run vmapped in one program, their seed axis split
     over the available devices (the CPU's cores, see dqnx.jax_setup, or GPUs): seeds
-    never exchange data, so each device simply runs its share.
+    never exchange data, so each device simply runs its share. A seed count the
+    devices don't divide is padded inside each call with copies of the last seed
+    (5 seeds on 2 cores run as 3 + 3 rather than 5 on one core); callers see only
+    their own seeds.
     """
 
     def __init__(self, program: Program, num_seeds: int, hypers: dict[str, Any] | None = None):
@@ -209,10 +212,20 @@ class Compiled:
         self._chunks: dict[int, Any] = {}
         self._evals: dict[int, Any] = {}
         devices = jax.devices()
-        share = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+        self.padding = (-num_seeds) % len(devices) if num_seeds > 1 else 0
+        share = min(num_seeds + self.padding, len(devices))
         self.sharding = (
             NamedSharding(Mesh(np.array(devices[:share]), ("seeds",)), PartitionSpec("seeds")) if share > 1 else None
         )
+        if self.padding:
+            # Copies of the last seed fill every device; the host-side state stays unpadded
+            # on one device, so checkpoints, weights and metrics hold the real seeds only.
+            self.hypers = {k: np.concatenate([v, np.repeat(v[-1:], self.padding)]) for k, v in self.hypers.items()}
+            pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], self.padding, axis=0)])  # noqa: E731
+            padded = jax.jit(lambda tree: jax.tree.map(pad, tree))
+            self._pad = lambda tree: jax.device_put(padded(tree), self.sharding)
+            first_seeds = jax.jit(lambda tree: jax.tree.map(lambda x: x[:num_seeds], tree))
+            self._unpad = lambda tree: first_seeds(jax.device_put(tree, devices[0]))
 
     def init_states(self, seeds: list[int]) -> TrainState:
         return init_states(self.program, seeds)
@@ -221,10 +234,17 @@ class Compiled:
         """Nothing to release: the environments live inside the program."""
 
     def place(self, tree: Any) -> Any:
-        """Put a seed-stacked pytree where the compiled program expects it."""
-        if self.sharding is None:
+        """Put a seed-stacked pytree where the compiled program expects it (a padded
+        program pads on the way in, so its callers keep their trees on one device)."""
+        if self.sharding is None or self.padding:
             return jax.tree.map(jnp.asarray, tree)
         return jax.device_put(tree, self.sharding)
+
+    def _padded(self, tree: Any) -> Any:
+        return self._pad(tree) if self.padding else tree
+
+    def _unpadded(self, tree: Any) -> Any:
+        return self._unpad(tree) if self.padding else tree
 
     def _batched(self, fn: Callable) -> Callable:
         if self.num_seeds == 1:
@@ -240,7 +260,8 @@ class Compiled:
     def chunk(self, state: TrainState, iterations: int, start_step: int) -> tuple[TrainState, ChunkOutput]:
         """Run a chunk of every seed; all seeds stand at env step `start_step` (they move in lockstep)."""
         start = jnp.asarray(start_step, jnp.int32)
-        hypers = self.place(self.hypers)
+        hypers = self.hypers if self.sharding is None else jax.device_put(self.hypers, self.sharding)  # padded already
+        state = self._padded(state)
         if iterations not in self._chunks:
             def one_seed(s, step, hyper):
                 return self.program.chunk(s, iterations, step, hyper)
@@ -253,14 +274,14 @@ class Compiled:
             else:
                 fn = jax.vmap(one_seed, in_axes=(0, None, 0))
             self._chunks[iterations] = self._compile(fn, state, start, hypers, donate=(0,))
-        return self._chunks[iterations](state, start, hypers)
+        return self._unpadded(self._chunks[iterations](state, start, hypers))
 
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
-        keys = self.place(keys)
+        params, keys = self._padded((params, self.place(keys)))
         if episodes not in self._evals:
             fn = self._batched(lambda p, k: self.program.evaluate(p, k, episodes))
             self._evals[episodes] = self._compile(fn, params, keys)
-        return np.asarray(self._evals[episodes](params, keys))
+        return np.asarray(self._evals[episodes](params, keys))[:self.num_seeds]
 
 
 @jax.jit

@@ -143,22 +143,6 @@ def _static_part(config: RunConfig) -> RunConfig:
     return config.replace(**{name: getattr(defaults, name) for name in VMAPPABLE if hasattr(config, name)})
 
 
-def pad_for_devices(group: Group) -> tuple[list[int], dict[str, np.ndarray] | None, int]:
-    """Seeds and hypers of the group's members, padded by copies of the last member to a
-    multiple of the device count so the compiled loop can split them over every core or
-    GPU (jax_loop.Compiled shards only a divisible axis); returns (seeds, hypers, padding)."""
-    import jax
-
-    devices = len(jax.devices())
-    count = len(group.members)
-    padding = (-count) % devices if devices > 1 and group.hypers is not None else 0
-    seeds = [seed for _, seed in group.members] + [group.members[-1][1]] * padding
-    hypers = group.hypers
-    if padding and hypers is not None:
-        hypers = {k: np.concatenate([v, np.repeat(v[-1:], padding)]) for k, v in hypers.items()}
-    return seeds, hypers, padding
-
-
 # on_eval(group index, env_steps, {member index: eval mean}) -> member indices to stop (a
 # group ends when all its members are stopped; tune's pruning).
 EvalCallback = Callable[[int, int, dict[int, float]], set[int]]
@@ -170,14 +154,14 @@ def train_group(env: Any, group: Group, group_index: int, out: Path, *, agent: s
     from dqnx.drivers.trainer import train_run
     from dqnx.runs.run_dir import RunDir, RunSpec
 
-    seeds, hypers, padding = pad_for_devices(group)
+    # An odd member count still fills every core or GPU: jax_loop.Compiled pads it.
+    seeds, hypers = [seed for _, seed in group.members], group.hypers
     real = len(group.members)
     spec = RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=group.config, backend=backend)
     run = RunDir.create(out, spec)
     atomic_write_json(run.path / "members.json", {
         "members": [{"config_index": c, "seed": s} for c, s in group.members],
-        "padding": padding,  # trailing copies of the last member, there only to fill every device
-        "hyperparameters": {k: v[:real].tolist() for k, v in (hypers or {}).items()},
+        "hyperparameters": {k: np.asarray(v).tolist() for k, v in (hypers or {}).items()},
     })
     curves: list[list[tuple[int, float]]] = [[] for _ in range(real)]
     stopped: set[int] = set()
