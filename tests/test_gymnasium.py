@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -23,12 +20,6 @@ from dqnx.errors import UsageError
 from dqnx.replay import frames as frame_replay
 
 TOYS = Path(__file__).parent
-
-
-def dqnx_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", "dqnx.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.fixture
@@ -101,7 +92,7 @@ def test_small_boards_get_the_mlp_and_a_cnn_request_is_refused(tiny):
         make_learner("dqn", tiny(network="cnn"), minatar)
 
 
-def test_cli_bad_space_exits_2_with_one_line(tmp_path):
+def test_cli_bad_space_exits_2_with_one_line(tmp_path, dqnx_cli):
     result = dqnx_cli(["train", "Pendulum-v1", "--steps", "100"], cwd=tmp_path)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -217,7 +208,7 @@ def test_host_loop_learns_a_custom_environment_within_a_step_budget(toys_on_path
     assert {p.name for p in written} >= {"q_vs_return.png", "returns.png", "loss.png"}
 
 
-def test_gymnasium_run_through_the_cli_prints_its_backend_and_resumes(tmp_path):
+def test_gymnasium_run_through_the_cli_prints_its_backend_and_resumes(tmp_path, dqnx_cli):
     sets = ["--set", "eval_every=500", "--set", "eval_episodes=2", "--set", "final_eval_episodes=2",
             "--set", "hidden_sizes=16", "--set", "learning_starts=100", "--set", "buffer_size=1000"]
     first = dqnx_cli(["train", "CartPole-v1", "--backend", "gymnasium", "--steps", "500", "--out", "run", *sets],
