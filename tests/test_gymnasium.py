@@ -364,6 +364,6 @@ def test_imitation_from_a_gymnasium_expert(toys_on_path, tmp_path):
     data = read_dataset(tmp_path / "train.csv")
     assert data.meta["backend"] == "gymnasium" and len(data) == 40
     assert set(data.actions.tolist()) == {1}  # the expert walks right from every tile it visits
-    run = imitate(tmp_path / "train.csv", tmp_path / "test.csv", config={"epochs": 30, "eval_every_epochs": 10,
+    imitate(tmp_path / "train.csv", tmp_path / "test.csv", config={"epochs": 30, "eval_every_epochs": 10,
                   "eval_episodes": 2, "final_eval_episodes": 2, "hidden_sizes": [16]}, out=tmp_path / "imitated")
     assert dqnx.evaluate(tmp_path / "imitated", episodes=2)["mean_return"] == -5.0
