@@ -10,8 +10,9 @@ from typing import Any
 
 def make_driver(config: Any, env: Any, agent: str, seeds: list[int], hypers: dict[str, Any] | None = None) -> Any:
     """The loop for `env`'s backend, with the methods the trainer uses:
-    init_states(seeds), place(tree), chunk(state, iterations, start_step),
-    evaluate(params, keys, episodes), compile_seconds, close().
+    init_states(seeds), place(tree) (to the loop's layout), real(tree) (back to the
+    callers' seeds, for files), padding (extra seeds `place` adds), chunk(state,
+    iterations, start_step), evaluate(params, keys, episodes), compile_seconds, close().
 
     hypers: per-seed values of vmappable hyperparameters (a sweep's members; JAX envs only).
     """

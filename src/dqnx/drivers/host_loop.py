@@ -129,8 +129,13 @@ class HostDriver:
 
         return jax.jit(jax.vmap(init))(jnp.stack([seed_key(s) for s in seeds]))
 
+    padding = 0  # the host loop never pads its seeds (see jax_loop.Compiled)
+
     def place(self, tree: Any) -> Any:
         return jax.tree.map(jnp.asarray, tree)
+
+    def real(self, tree: Any) -> Any:
+        return tree
 
     def _compile(self, fn, *args, donate=()):
         start = time.perf_counter()

@@ -183,16 +183,29 @@ def eval_keys(seeds: list[int], stream: int, step: int) -> jax.Array:
     return jnp.stack([jax.random.fold_in(jax.random.fold_in(seed_key(s), stream), step) for s in seeds])
 
 
+def seed_layout(num_seeds: int, num_devices: int) -> tuple[int, int]:
+    """(devices in use, copies of the last seed to add) for the fewest seeds per device:
+    5 seeds on 2 devices (2, 1): 3 + 3; 5 on 8 (5, 0); 6 on 4 (3, 0): 2 + 2 + 2.
+
+    >>> [seed_layout(n, d) for n, d in [(5, 2), (5, 8), (6, 4), (7, 4), (1, 2), (4, 1)]]
+    [(2, 1), (5, 0), (3, 0), (4, 1), (1, 0), (1, 0)]
+    """
+    per_device = math.ceil(num_seeds / num_devices)
+    share = math.ceil(num_seeds / per_device)
+    return share, share * per_device - num_seeds
+
+
 class Compiled:
     """The program's functions compiled for a batch of seeds, with compile times kept.
 
     A single seed runs unbatched (one real `lax.cond` instead of vmap's select of
     both branches); several seeds run vmapped in one program, their seed axis split
     over the available devices (the CPU's cores, see dqnx.jax_setup, or GPUs): seeds
-    never exchange data, so each device simply runs its share. A seed count the
-    devices don't divide is padded inside each call with copies of the last seed
-    (5 seeds on 2 cores run as 3 + 3 rather than 5 on one core); callers see only
-    their own seeds.
+    never exchange data, so each device simply runs its share. When the devices in
+    use don't divide the seed count, copies of the last seed fill the last device
+    (5 seeds on 2 cores run as 3 + 3 rather than 5 on one core): `place` pads a
+    seed-stacked tree once, the program keeps it padded, and `real` gives the host
+    the callers' seeds back (checkpoints, weights, metrics never see a copy).
     """
 
     def __init__(self, program: Program, num_seeds: int, hypers: dict[str, Any] | None = None):
@@ -207,25 +220,17 @@ class Compiled:
         self.num_seeds = num_seeds
         if hypers is None:
             hypers = {k: np.repeat(v, num_seeds) for k, v in hyperparameters(program.config).items()}
-        self.hypers = {k: np.asarray(v) for k, v in hypers.items()}
         self.compile_seconds = 0.0
         self._chunks: dict[int, Any] = {}
         self._evals: dict[int, Any] = {}
         devices = jax.devices()
-        self.padding = (-num_seeds) % len(devices) if num_seeds > 1 else 0
-        share = min(num_seeds + self.padding, len(devices))
+        share, self.padding = seed_layout(num_seeds, len(devices))
         self.sharding = (
             NamedSharding(Mesh(np.array(devices[:share]), ("seeds",)), PartitionSpec("seeds")) if share > 1 else None
         )
-        if self.padding:
-            # Copies of the last seed fill every device; the host-side state stays unpadded
-            # on one device, so checkpoints, weights and metrics hold the real seeds only.
-            self.hypers = {k: np.concatenate([v, np.repeat(v[-1:], self.padding)]) for k, v in self.hypers.items()}
-            pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], self.padding, axis=0)])  # noqa: E731
-            padded = jax.jit(lambda tree: jax.tree.map(pad, tree))
-            self._pad = lambda tree: jax.device_put(padded(tree), self.sharding)
-            first_seeds = jax.jit(lambda tree: jax.tree.map(lambda x: x[:num_seeds], tree))
-            self._unpad = lambda tree: first_seeds(jax.device_put(tree, devices[0]))
+        pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], self.padding, axis=0)])  # noqa: E731
+        self._pad = jax.jit(lambda tree: jax.tree.map(pad, tree))
+        self.hypers = self.place({k: np.asarray(v) for k, v in hypers.items()})
 
     def init_states(self, seeds: list[int]) -> TrainState:
         return init_states(self.program, seeds)
@@ -234,17 +239,15 @@ class Compiled:
         """Nothing to release: the environments live inside the program."""
 
     def place(self, tree: Any) -> Any:
-        """Put a seed-stacked pytree where the compiled program expects it (a padded
-        program pads on the way in, so its callers keep their trees on one device)."""
-        if self.sharding is None or self.padding:
+        """Put a seed-stacked pytree where the compiled program expects it: padded (see
+        the class) and split over the devices."""
+        if self.sharding is None:
             return jax.tree.map(jnp.asarray, tree)
-        return jax.device_put(tree, self.sharding)
+        return jax.device_put(self._pad(tree) if self.padding else tree, self.sharding)
 
-    def _padded(self, tree: Any) -> Any:
-        return self._pad(tree) if self.padding else tree
-
-    def _unpadded(self, tree: Any) -> Any:
-        return self._unpad(tree) if self.padding else tree
+    def real(self, tree: Any) -> Any:
+        """A placed tree's callers' seeds, on the host (numpy), for files and metrics."""
+        return jax.tree.map(lambda x: np.asarray(x)[:self.num_seeds], tree)
 
     def _batched(self, fn: Callable) -> Callable:
         if self.num_seeds == 1:
@@ -260,8 +263,7 @@ class Compiled:
     def chunk(self, state: TrainState, iterations: int, start_step: int) -> tuple[TrainState, ChunkOutput]:
         """Run a chunk of every seed; all seeds stand at env step `start_step` (they move in lockstep)."""
         start = jnp.asarray(start_step, jnp.int32)
-        hypers = self.hypers if self.sharding is None else jax.device_put(self.hypers, self.sharding)  # padded already
-        state = self._padded(state)
+        hypers = self.hypers
         if iterations not in self._chunks:
             def one_seed(s, step, hyper):
                 return self.program.chunk(s, iterations, step, hyper)
@@ -274,10 +276,12 @@ class Compiled:
             else:
                 fn = jax.vmap(one_seed, in_axes=(0, None, 0))
             self._chunks[iterations] = self._compile(fn, state, start, hypers, donate=(0,))
-        return self._unpadded(self._chunks[iterations](state, start, hypers))
+        state, output = self._chunks[iterations](state, start, hypers)
+        return state, self.real(output) if self.padding else output
 
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
-        params, keys = self._padded((params, self.place(keys)))
+        """Returns of placed `params` [num_seeds, episodes]; `keys` one per real seed."""
+        keys = self.place(keys)
         if episodes not in self._evals:
             fn = self._batched(lambda p, k: self.program.evaluate(p, k, episodes))
             self._evals[episodes] = self._compile(fn, params, keys)

@@ -118,12 +118,11 @@ def train_run(
 
 
 def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard, on_eval) -> dict[str, Any]:
-    state = compiled.place(compiled.init_states(seeds))
+    state = compiled.init_states(seeds)
     best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
     progress = Progress.fresh(len(seeds))
     if resume:
         (state, best_params), meta = run.load_checkpoint((state, best_params))
-        state, best_params = compiled.place((state, best_params))
         try:
             progress = Progress(**meta["progress"])
         except (KeyError, TypeError):
@@ -131,6 +130,9 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
         run.truncate_metrics(progress.env_steps)
         run.set_total_steps(config.total_steps)  # resume may extend a run; only after its checkpoint loaded
         run.remove_summary()  # a new one is written at the end; a stale one must not outlive the resume
+    # From here on state and best_params are laid out for the program (on its devices, maybe
+    # padded with copies of a seed: jax_loop.Compiled); files get compiled.real(...) of them.
+    state, best_params = compiled.place((state, best_params))
 
     threshold = env.solve_threshold
     last_checkpoint = progress.env_steps
@@ -139,8 +141,9 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
     reporter.start(config.total_steps, progress.env_steps)
 
     def checkpoint() -> None:
-        run.save_checkpoint((state, best_params), {"progress": asdict(progress)})
-        run.save_weights("last", state.agent.params, {"env_steps": progress.env_steps})
+        real_state, real_best = compiled.real((state, best_params))
+        run.save_checkpoint((real_state, real_best), {"progress": asdict(progress)})
+        run.save_weights("last", real_state.agent.params, {"env_steps": progress.env_steps})
 
     if not resume:
         checkpoint()  # step 0: a run that dies before its first periodic checkpoint can still be resumed
@@ -163,7 +166,8 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                 wall = time.perf_counter() - started
                 improved = np.array([b is None or m > b for m, b in zip(eval_mean, progress.best_return)])
                 if improved.any():
-                    best_params = jax_loop.select_where(improved, state.agent.params, best_params)
+                    mask = np.pad(improved, (0, compiled.padding))  # a pad seed's best_params never reach a file
+                    best_params = jax_loop.select_where(mask, state.agent.params, best_params)
                 for i, mean in enumerate(eval_mean):
                     if improved[i]:
                         progress.best_return[i], progress.best_step[i] = float(mean), progress.env_steps
@@ -171,7 +175,7 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                         progress.steps_to_solve[i] = progress.env_steps
                         progress.seconds_to_solve[i] = round(wall, 3)
                 if improved.any():
-                    run.save_weights("best", best_params, {"env_steps": progress.best_step, "eval_mean_return": progress.best_return})
+                    run.save_weights("best", compiled.real(best_params), {"env_steps": progress.best_step, "eval_mean_return": progress.best_return})
 
                 seconds = time.perf_counter() - chunk_start
                 steps_per_second = iterations * config.num_envs / max(seconds, 1e-9)
