@@ -48,15 +48,20 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "Rainbow": ("rainbow", {}),
     "shape: state_action": ("dqn", {"double_dqn": False, "q_head": "state_action"}),
     "shape: per_action_heads": ("dqn", {"double_dqn": False, "q_head": "per_action_heads"}),
-    # `dqnx train ENV` as a user runs it: the preset the rows above chose, on today's code.
-    "Preset (as shipped)": ("dqn", {}),
-    # Not in the default set: run them with --variants monte_carlo,boltzmann
+    # Not in the default set: run them with --variants monte_carlo,boltzmann,c51+heads,n-step+c51
     "Monte-Carlo targets": ("dqn", {"double_dqn": False, "target": "monte_carlo"}),
     "Boltzmann": ("dqn", {"double_dqn": False, "exploration": "boltzmann", "temperature": 1.0}),
+    # Pairs of the best single switches, candidates for a preset.
+    "C51 + per_action_heads": ("dqn", {"double_dqn": False, "distributional": True, "q_head": "per_action_heads"}),
+    "n-step (3) + C51": ("dqn", {"double_dqn": False, "n_step": 3, "distributional": True}),
+    # `dqnx train ENV` as a user runs it: the preset the rows above chose, on today's code.
+    "Preset (as shipped)": ("dqn", {}),
 }
 KEYS = {name.split(":")[-1].strip().split(" ")[0].lower().replace("monte-carlo", "monte_carlo"): name
-        for name in VARIANTS}  # dqn, double, ..., state_action, per_action_heads, monte_carlo, boltzmann
-DEFAULT_KEYS = [k for k in KEYS if k not in ("monte_carlo", "boltzmann")]
+        for name in VARIANTS if "+" not in name}  # dqn, double, ..., per_action_heads, preset, monte_carlo, boltzmann
+KEYS.update({"c51+heads": "C51 + per_action_heads", "n-step+c51": "n-step (3) + C51"})
+OPTIONAL = ("monte_carlo", "boltzmann", "c51+heads", "n-step+c51")
+DEFAULT_KEYS = [k for k in KEYS if k not in OPTIONAL]
 
 
 # The DQN variants start from the env preset with one output per action and 1-step targets,
@@ -127,7 +132,7 @@ def markdown(results: list[dict], note: str) -> str:
                   "|---|---|---|---|---|---|---|"]
         for variant in VARIANTS:
             r = next((r for r in rows if r["variant"] == variant), None)
-            if r is None and variant in (KEYS["monte_carlo"], KEYS["boltzmann"]):
+            if r is None and variant in {KEYS[k] for k in OPTIONAL}:
                 continue  # optional rows
             if r is None:
                 lines.append(f"| {variant} | not run | | | | | |")
