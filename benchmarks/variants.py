@@ -10,7 +10,8 @@ the final evaluation (100 fresh greedy episodes of that seed's best periodic wei
 and steps_to_solve (the first periodic evaluation at or above the env's threshold).
 
 Results go to one JSON file per env (docs/variants-ENV.json) as each case finishes (a
-rerun skips finished cases; envs may run in separate processes), and the markdown
+rerun skips finished cases whose resolved config is unchanged; envs may run in separate
+processes), and the markdown
 table and plot are rebuilt from all of them:
 
     python benchmarks/variants.py [--envs CartPole-v1,...] [--variants dqn,per,...] [--seeds 5]
@@ -64,20 +65,29 @@ OPTIONAL = ("monte_carlo", "boltzmann", "c51+heads", "n-step+c51")
 DEFAULT_KEYS = [k for k in KEYS if k not in OPTIONAL]
 
 
-# The DQN variants start from the env preset with one output per action and 1-step targets,
-# whatever the preset chose after this table (Acrobot-v1 per_action_heads, MountainCar-v0
-# n_step 3), so each row stays "plain DQN plus one switch".
-DQN_BASE = {"q_head": "per_action_output", "n_step": 1}
+# The DQN variants start from the env preset with one output per action, 1-step targets and
+# one expected value per action, whatever the preset chose after this table (Acrobot-v1 C51,
+# MountainCar-v0 n_step 3), so each row stays "plain DQN plus one switch".
+DQN_BASE = {"q_head": "per_action_output", "n_step": 1, "distributional": False}
 PRESET = "Preset (as shipped)"
 
 
-def run_case(env_id: str, variant: str, seeds: int, workdir: Path) -> dict:
-    import dqnx
+def case_config(env_id: str, variant: str) -> tuple[str, dict, dict]:
+    """(agent, overrides of the env preset, the whole resolved config as JSON values)."""
+    from dqnx.config import build_config
 
     agent, overrides = VARIANTS[variant]
     overrides = {**(DQN_BASE if agent == "dqn" and variant != PRESET else {}), **overrides}
     if overrides.get("distributional"):
         overrides["v_min"], overrides["v_max"] = SUPPORT[env_id]
+    resolved = json.loads(json.dumps(build_config(env_id, overrides=overrides, agent=agent).to_dict()))
+    return agent, overrides, resolved
+
+
+def run_case(env_id: str, variant: str, seeds: int, workdir: Path) -> dict:
+    import dqnx
+
+    agent, overrides, resolved = case_config(env_id, variant)
     start = time.perf_counter()
     run = dqnx.train(env_id, agent=agent, seeds=seeds, config=overrides, tensorboard=False,
                      out=workdir / f"{env_id}-{variant.replace(' ', '_').replace(':', '')}")
@@ -88,6 +98,7 @@ def run_case(env_id: str, variant: str, seeds: int, workdir: Path) -> dict:
         "variant": variant,
         "agent": agent,
         "overrides": overrides,
+        "config": resolved,  # a rerun repeats the case when its preset has changed since
         "total_steps": run.summary["total_steps"],
         "seeds": len(per_seed),
         "finals": finals,
@@ -193,7 +204,9 @@ def main() -> int:
                 results = json.loads(path.read_text()) if path.exists() else []
                 for key in args.variants.split(","):
                     variant = KEYS[key]
-                    if any(r["variant"] == variant and r["seeds"] == args.seeds for r in results):
+                    done = [r for r in results if r["variant"] == variant and r["seeds"] == args.seeds]
+                    current = case_config(env_id, variant)[2]
+                    if done and done[0].get("config", current) == current:  # rows without a config count as done
                         continue
                     result = run_case(env_id, variant, args.seeds, Path(tmp))
                     results = [r for r in results if r["variant"] != variant] + [result]
