@@ -30,17 +30,20 @@ def main() -> int:
     args = parser.parse_args()
 
     import dqnx
-    from dqnx.agents.networks import QNetwork
+    from dqnx.agents.dqn import make_dqn
+    from dqnx.errors import UsageError
 
-    agent = dqnx.load(args.run_dir, weights=args.weights)
-    config = agent.config
-    if not config.noisy or config.distributional or config.q_head != "per_action_output" or config.dueling:
-        print("needs a run with noisy = true and a plain per-action-output MLP", file=sys.stderr)
+    try:
+        agent = dqnx.load(args.run_dir, weights=args.weights)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    # The network as the learner builds it (agents/dqn.py), so noise can be switched on here.
-    network = QNetwork(num_actions=agent.env.num_actions, hidden_sizes=tuple(config.hidden_sizes),
-                       activation=config.activation, layer_norm=config.layer_norm, noisy=True,
-                       noisy_sigma0=config.noisy_sigma0)
+    config = agent.config
+    if agent.algorithm not in ("dqn", "rainbow") or not config.noisy or config.distributional:
+        print("needs a DQN run with noisy = true and distributional = false (Q values, not C51 logits)", file=sys.stderr)
+        return 2
+    # The network the run trained (its apply takes noise=True), built as the agent builds it.
+    network = make_dqn(config, agent.env.obs_shape, agent.env.num_actions).network
     low, high = np.asarray(agent.env.obs_low, np.float32), np.asarray(agent.env.obs_high, np.float32)
     rng = np.random.default_rng(0)
     obs = rng.uniform(low, high, (args.states, *low.shape)).astype(np.float32)

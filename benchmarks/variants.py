@@ -84,10 +84,11 @@ def case_config(env_id: str, variant: str) -> tuple[str, dict, dict]:
     return agent, overrides, resolved
 
 
-def run_case(env_id: str, variant: str, seeds: int, workdir: Path) -> dict:
+def run_case(env_id: str, variant: str, seeds: int, workdir: Path, case: tuple[str, dict, dict]) -> dict:
+    """Train `case` (case_config's result for this env and variant) and return its row."""
     import dqnx
 
-    agent, overrides, resolved = case_config(env_id, variant)
+    agent, overrides, resolved = case
     start = time.perf_counter()
     run = dqnx.train(env_id, agent=agent, seeds=seeds, config=overrides, tensorboard=False,
                      out=workdir / f"{env_id}-{variant.replace(' ', '_').replace(':', '')}")
@@ -205,10 +206,10 @@ def main() -> int:
                 for key in args.variants.split(","):
                     variant = KEYS[key]
                     done = [r for r in results if r["variant"] == variant and r["seeds"] == args.seeds]
-                    current = case_config(env_id, variant)[2]
-                    if done and done[0].get("config", current) == current:  # rows without a config count as done
+                    case = case_config(env_id, variant)
+                    if done and done[0].get("config", case[2]) == case[2]:  # rows without a config count as done
                         continue
-                    result = run_case(env_id, variant, args.seeds, Path(tmp))
+                    result = run_case(env_id, variant, args.seeds, Path(tmp), case)
                     results = [r for r in results if r["variant"] != variant] + [result]
                     folder.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps(results, indent=1))

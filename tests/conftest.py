@@ -76,3 +76,16 @@ def _run_dqnx(args: list, cwd: Path, timeout: float = 300) -> subprocess.Complet
 def dqnx_cli():
     """Runs `dqnx ARGS` in a subprocess from `cwd`, as a script would (no terminal): dqnx_cli(args, cwd, timeout)."""
     return _run_dqnx
+
+
+def _env_with_devices(count: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DQNX_HOST_DEVICES")}
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def devices_env():
+    """The environment of a subprocess whose JAX sees `count` CPU devices whatever this
+    machine's core count: devices_env(count). (A test process cannot change its own.)"""
+    return _env_with_devices

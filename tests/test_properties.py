@@ -273,24 +273,21 @@ print(json.dumps({"devices": len(jax.devices())}))
 """
 
 
-def _train_three_seeds(out, devices):
-    import os
+def _train_three_seeds(out, devices, env):
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DQNX_HOST_DEVICES")}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     done = subprocess.run([sys.executable, "-c", PADDED_SCRIPT, str(out)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["devices"] == devices
 
 
-def test_a_seed_count_the_devices_do_not_divide_runs_padded_and_keeps_its_results(tmp_path):
+def test_a_seed_count_the_devices_do_not_divide_runs_padded_and_keeps_its_results(tmp_path, devices_env):
     """3 seeds on 2 devices run as 2 + 2 (a copy of the last seed fills the second device);
     every file holds 3 seeds, with the numbers of the same 3 seeds run on one device."""
-    _train_three_seeds(tmp_path / "padded", devices=2)
-    _train_three_seeds(tmp_path / "one_device", devices=1)
+    _train_three_seeds(tmp_path / "padded", 2, devices_env(2))
+    _train_three_seeds(tmp_path / "one_device", 1, devices_env(1))
     padded = tmp_path / "padded"
     summary = json.loads((padded / "summary.json").read_text())
     assert [s["seed"] for s in summary["per_seed"]] == [0, 1, 2]

@@ -32,8 +32,6 @@ import pytest
 
 from dqnx import api  # noqa: F401  first: jax_setup gives JAX one host device per core before it starts
 
-import jax  # noqa: E402
-
 import dqnx  # noqa: E402
 
 # Tabular Q-learning on the Dungeon corridor (envs/toy.py): 4 chunks of 500 steps, and
@@ -303,13 +301,11 @@ print(json.dumps(report))
 """
 
 
-def test_an_odd_group_on_two_devices_trains_each_member_with_its_own_hyperparameters(tmp_path):
+def test_an_odd_group_on_two_devices_trains_each_member_with_its_own_hyperparameters(tmp_path, devices_env):
     """3 members on 2 devices run padded to 4 (jax_loop.Compiled); each member's table still
     equals its configuration run alone, and only the 3 members reach the files."""
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DQNX_HOST_DEVICES")}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     done = subprocess.run([sys.executable, "-c", PADDED_SWEEP_SCRIPT, str(tmp_path), json.dumps(TABULAR_BASE)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=devices_env(2), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2 and report["seeds"] == [0, 0, 0]

@@ -263,7 +263,6 @@ class Compiled:
     def chunk(self, state: TrainState, iterations: int, start_step: int) -> tuple[TrainState, ChunkOutput]:
         """Run a chunk of every seed; all seeds stand at env step `start_step` (they move in lockstep)."""
         start = jnp.asarray(start_step, jnp.int32)
-        hypers = self.hypers
         if iterations not in self._chunks:
             def one_seed(s, step, hyper):
                 return self.program.chunk(s, iterations, step, hyper)
@@ -275,8 +274,8 @@ class Compiled:
                     return jax.tree.map(lambda x: x[None], out)
             else:
                 fn = jax.vmap(one_seed, in_axes=(0, None, 0))
-            self._chunks[iterations] = self._compile(fn, state, start, hypers, donate=(0,))
-        state, output = self._chunks[iterations](state, start, hypers)
+            self._chunks[iterations] = self._compile(fn, state, start, self.hypers, donate=(0,))
+        state, output = self._chunks[iterations](state, start, self.hypers)
         return state, self.real(output) if self.padding else output
 
     def evaluate(self, params: Any, keys: jax.Array, episodes: int) -> np.ndarray:
