@@ -82,10 +82,10 @@ def test_bad_time_limit_of_a_custom_env(toys_on_path):
         make_env("gym_toys:Corridor", {"max_episode_steps": "abc"})
 
 
-def test_small_boards_get_the_mlp_and_a_cnn_request_is_refused(tiny):
+def test_small_boards_build_and_a_nature_cnn_request_is_refused(tiny):
     from dqnx.agents import make_learner
 
-    minatar = make_env("Breakout-MinAtar")  # 10x10x4: too small for the Nature CNN
+    minatar = make_env("Breakout-MinAtar")  # 10x10x4: too small for the Nature CNN (auto: the MinAtar one, test_minatar.py)
     learner = make_learner("dqn", tiny(), minatar)
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))
     with pytest.raises(UsageError, match="network=cnn needs image observations of at least 36x36"):

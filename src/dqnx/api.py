@@ -117,8 +117,9 @@ def train(
         chosen = resolve_backend(env_id, backend)
         env = make_env(env_id, env_params, chosen)
         cfg = _resolve_config(_preset_id(env), agent, config, config_file, steps)
+        settings = env.settings() if hasattr(env, "settings") else None
         spec = RunSpec(env_id=env.env_id, agent=agent, env_params=_stored_params(env, env_params),
-                       seeds=_seed_list(seed, seeds), config=cfg, backend=chosen)
+                       seeds=_seed_list(seed, seeds), config=cfg, backend=chosen, env_settings=settings)
         learner = make_learner(agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
         jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and on networks that cannot take the observations
         if stop_when_solved and env.solve_threshold is None:

@@ -343,6 +343,7 @@ def envs() -> None:
                           ", ".join(a for a in CONFIGS if preset_path(env_id, a)) or "-")
     console = Console()
     console.print(table)
+    _minatar_table(console)
 
     from rich.markup import escape
 
@@ -359,6 +360,26 @@ def envs() -> None:
                           ", ".join(a for a in CONFIGS if preset_path(preset_id, a)) or "-")
     console.print(table)
     console.print("Ids gymnax also has train on JAX unless --backend gymnasium; your own env: module.path:EnvClass.")
+
+
+def _minatar_table(console) -> None:
+    """Each MinAtar game's presets and published references, with the settings of each."""
+    from rich.table import Table
+
+    from dqnx.config import CONFIGS, preset_path
+    from dqnx.envs.minatar import GAMES, REFERENCES, SETTINGS, reference_text
+
+    table = Table(title="MinAtar: presets and published final returns (docs/minatar.md, benchmarks/minatar.py)")
+    for column in ("id", "presets for", "published references"):
+        table.add_column(column)
+    for game in GAMES:
+        table.add_row(game, ", ".join(a for a in CONFIGS if preset_path(game, a)) or "-", reference_text(game))
+    console.print(table)
+    for ref in REFERENCES:
+        console.print(f"  {ref.agent.split(' ')[0]}: {ref.source}; {ref.measure}.")
+    for settings in SETTINGS.values():
+        params = " ".join(f"--env-param {k}={v}" for k, v in settings.params("Breakout-MinAtar").items())
+        console.print(f"  {settings.name} settings: {settings.description} ({params}).")
 
 
 def _optional_ray_value(args: list[str]) -> list[str]:

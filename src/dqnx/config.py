@@ -114,7 +114,7 @@ class DQNConfig(RunConfig):
     """Every hyperparameter of a DQN run. Defaults are CleanRL-like; presets tune them."""
 
     # --- network and optimizer ------------------------------------------------------
-    network: str = _doc("'auto' (the Nature CNN for image observations, else an MLP), 'mlp' or 'cnn'.", default="auto")
+    network: str = _doc("'auto' (the Nature CNN for images of at least 36x36, the MinAtar network for boards with sides of at most 20 such as MinAtar's 10x10, else an MLP), 'mlp', 'cnn' (Nature, Mnih et al. 2015) or 'small_cnn' (MinAtar, Young & Tian 2019: one 3x3 convolution of 16 channels).", default="auto")
     hidden_sizes: tuple[int, ...] = _doc("Widths of the hidden dense layers (depth = their count); for the CNN, those after its convolutions.", default=(120, 84))
     activation: str = _doc("Nonlinearity of the dense layers: 'relu', 'tanh', 'elu', 'gelu', 'silu' or 'leaky_relu'.", default="relu")
     layer_norm: bool = _doc("LayerNorm after each hidden dense layer (before its activation).", default=False)
@@ -184,7 +184,7 @@ class DQNConfig(RunConfig):
         if not 0.0 < self.tau <= 1.0:
             raise UsageError(f"tau must lie in (0, 1] (1 = hard copy), got {self.tau}")
         _choice(self, "loss", ("huber", "mse"))
-        _choice(self, "network", ("auto", "mlp", "cnn"))
+        _choice(self, "network", ("auto", "mlp", "cnn", "small_cnn"))
         _choice(self, "lr_schedule", ("constant", "linear", "cosine"))
         _choice(self, "activation", ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu"))
         _choice(self, "q_head", ("per_action_output", "state_action", "per_action_heads"))

@@ -1,4 +1,5 @@
-"""Q-networks: an MLP for vector observations, the Nature CNN for images, and their heads.
+"""Q-networks: an MLP for vector observations, the Nature CNN for images, the MinAtar
+network for small multi-channel boards, and their heads.
 
 Every network maps a batch of observations to Q(s, .) of shape [batch, actions]; a
 distributional (C51) network to logits of shape [batch, actions, atoms]. uint8
@@ -76,7 +77,8 @@ class NoisyDense(nn.Module):
 class QNetwork(nn.Module):
     """Observation(s) to Q(s, .) [batch, actions], or C51 logits [batch, actions, atoms].
 
-    With `conv` the Nature CNN's convolutions come first (see NatureCNN). With the
+    With `conv` the Nature CNN's convolutions come first (see NatureCNN), with
+    `small_conv` the MinAtar network's one convolution (see SmallCNN). With the
     defaults (relu, no LayerNorm, per_action_output, no dueling, no noise, one atom)
     this is the plain MLP, with the same parameter names as before these options.
     """
@@ -92,6 +94,7 @@ class QNetwork(nn.Module):
     noisy_sigma0: float = 0.5
     num_atoms: int = 1
     conv: bool = False
+    small_conv: bool = False
     layout: str = "CHW"
 
     @nn.compact
@@ -111,9 +114,11 @@ class QNetwork(nn.Module):
 
         batch, actions, atoms = obs.shape[0], self.num_actions, self.num_atoms
         x = _as_float(obs)
+        if (self.conv or self.small_conv) and self.layout == "CHW":
+            x = jnp.moveaxis(x, -3, -1)  # flax convolutions take channels last
+        if self.small_conv:
+            x = nn.relu(nn.Conv(SMALL_CNN_CHANNELS, (3, 3), strides=(1, 1), padding="VALID")(x))
         if self.conv:
-            if self.layout == "CHW":
-                x = jnp.moveaxis(x, -3, -1)  # flax convolutions take channels last
             x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
             x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
             x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
@@ -157,28 +162,60 @@ class NatureCNN(QNetwork):
     conv: bool = True
 
 
+class SmallCNN(QNetwork):
+    """The MinAtar network of Young & Tian (2019): one 3x3 convolution of 16 channels,
+    stride 1, no padding, ReLU; then a dense layer of 128 per `hidden_sizes` (default)
+    and the Q-values. A 10x10 board becomes 8x8x16 = 1,024 features, a quarter of the
+    Nature CNN's filters and widths for a board a hundredth of Atari's 84x84 frames.
+
+    `layout` as NatureCNN's: "HWC" (MinAtar's boards, channels last) or "CHW".
+    """
+
+    hidden_sizes: tuple[int, ...] = (128,)
+    small_conv: bool = True
+    layout: str = "HWC"
+
+
 # The Nature CNN's valid convolutions (8/4, 4/2, 3/1) need images of at least 36x36.
 MIN_CNN_SIZE = 36
+# Boards whose sides are all at most this go to the MinAtar network under network=auto
+# (MinAtar's 10x10, MiniGrid's 7x7 views); between it and MIN_CNN_SIZE, the MLP.
+MAX_SMALL_CNN_SIZE = 20
+# The MinAtar network's 3x3 convolution needs boards of at least 3x3.
+MIN_SMALL_CNN_SIZE = 3
+SMALL_CNN_CHANNELS = 16  # Young & Tian's filters: a quarter of the Nature CNN's 64
 
 
 def make_network(kind: str, num_actions: int, hidden_sizes: tuple[int, ...], obs_shape: tuple[int, ...],
                  image_layout: str | None = None, **options) -> nn.Module:
-    """'mlp', 'cnn', or 'auto': the CNN for images (rank 3, uint8, at least 36x36), else the MLP.
+    """'mlp', 'cnn' (Nature), 'small_cnn' (MinAtar), or 'auto', which picks by the observation:
 
-    Small rank-3 observations such as MinAtar's 10x10x4 boards go to the MLP under 'auto'.
+    - an image (rank 3 with a known `image_layout`) of at least 36x36: the Nature CNN;
+    - a multi-channel board (rank 3, known layout) with sides of at most 20: the MinAtar network;
+    - anything else: the MLP.
+
     `options` are QNetwork's head and layer fields (activation, layer_norm, q_head, ...).
     """
+    from dqnx.errors import UsageError
+
     height, width = _image_size(obs_shape, image_layout)
     if kind == "auto":
-        big_image = image_layout is not None and min(height, width) >= MIN_CNN_SIZE
-        kind = "cnn" if big_image else "mlp"
+        kind = "mlp"
+        if image_layout is not None and min(height, width) >= MIN_CNN_SIZE:
+            kind = "cnn"
+        elif image_layout is not None and MIN_SMALL_CNN_SIZE <= min(height, width) and max(height, width) <= MAX_SMALL_CNN_SIZE:
+            kind = "small_cnn"
     if kind == "cnn":
-        from dqnx.errors import UsageError
-
         if len(obs_shape) != 3 or min(height, width) < MIN_CNN_SIZE:
+            small = " or network=small_cnn" if len(obs_shape) == 3 and min(height, width) >= MIN_SMALL_CNN_SIZE else ""
             raise UsageError(f"network=cnn needs image observations of at least {MIN_CNN_SIZE}x{MIN_CNN_SIZE}, "
-                             f"got shape {obs_shape}; use network=mlp")
+                             f"got shape {obs_shape}; use network=mlp{small}")
         return NatureCNN(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), layout=image_layout or "HWC", **options)
+    if kind == "small_cnn":
+        if len(obs_shape) != 3 or min(height, width) < MIN_SMALL_CNN_SIZE:
+            raise UsageError(f"network=small_cnn needs rank-3 board observations (height, width, channels) of at least "
+                             f"{MIN_SMALL_CNN_SIZE}x{MIN_SMALL_CNN_SIZE}, got shape {obs_shape}; use network=mlp")
+        return SmallCNN(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), layout=image_layout or "HWC", **options)
     return QNetwork(num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), **options)
 
 

@@ -40,6 +40,9 @@ class Progress:
     steps_to_solve: list[int | None]
     seconds_to_solve: list[float | None]
     last_chunk: dict[str, Any] = field(default_factory=dict)
+    # Per seed, the returns of its last RECENT_EPISODES finished training episodes, oldest
+    # first: metrics.csv's train_return_100 is their mean (the MinAtar paper's measure).
+    recent_returns: list[list[float]] = field(default_factory=list)
 
     @classmethod
     def fresh(cls, num_seeds: int) -> "Progress":
@@ -80,6 +83,25 @@ class _SignalFlag:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+RECENT_EPISODES = 100
+
+
+def _remember_returns(recent: list[list[float]], finished_return: np.ndarray) -> list[list[float]]:
+    """`recent` with a chunk's finished episodes appended, the last RECENT_EPISODES per seed.
+
+    finished_return: [seeds, iterations, envs], nan where no episode ended; episodes are
+    taken in the order they ended (iteration, then env).
+
+    >>> _remember_returns([[1.0]], np.array([[[np.nan, 2.0], [3.0, np.nan]]]))
+    [[1.0, 2.0, 3.0]]
+    """
+    out = []
+    for i, seed_returns in enumerate(np.asarray(finished_return).reshape(finished_return.shape[0], -1)):
+        ended = seed_returns[np.isfinite(seed_returns)].tolist()
+        out.append(((recent[i] if i < len(recent) else []) + ended)[-RECENT_EPISODES:])
+    return out
 
 
 def _median(values: list[Any]) -> Any:
@@ -156,6 +178,7 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                 iterations = jax_loop.chunk_iterations(config, progress.env_steps)
                 state, output = compiled.chunk(state, iterations, progress.env_steps)
                 chunk_stats = jax_loop.summarize_chunk(output)
+                progress.recent_returns = _remember_returns(progress.recent_returns, jax.device_get(output.finished_return))
                 progress.env_steps = int(jax.device_get(state.env_steps[0]))
                 returns = compiled.evaluate(
                     state.agent.params,
@@ -191,6 +214,7 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                         "updates": int(updates[i]),
                         "episodes": int(chunk_stats["episodes"][i]),
                         **{k: float(chunk_stats[k][i]) for k in ("train_return", "loss", "q_mean", "td_abs", "epsilon")},
+                        "train_return_100": float(np.mean(progress.recent_returns[i])) if progress.recent_returns[i] else None,
                         "eval_mean_return": float(eval_mean[i]),
                         "eval_std_return": float(eval_std[i]),
                         "steps_per_second": round(steps_per_second, 1),

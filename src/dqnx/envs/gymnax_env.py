@@ -49,6 +49,15 @@ UNSUPPORTED = {
     "MNISTBandit-bsuite": "downloads MNIST when it is built, and dqnx runs offline",
 }
 
+# gymnax modules of the MinAtar games, imported one by one like classic control's.
+_MINATAR = {
+    "Asterix-MinAtar": ("asterix", "MinAsterix"),
+    "Breakout-MinAtar": ("breakout", "MinBreakout"),
+    "Freeway-MinAtar": ("freeway", "MinFreeway"),
+    "Seaquest-MinAtar": ("seaquest", "MinSeaquest"),
+    "SpaceInvaders-MinAtar": ("space_invaders", "MinSpaceInvaders"),
+}
+
 # gymnax modules of the classic-control environments, imported one by one (see below).
 _CLASSIC_CONTROL = {
     "CartPole-v1": ("cartpole", "CartPole"),
@@ -109,6 +118,10 @@ class JaxEnv:
     index, `num_states` of them) arrives one-hot encoded, so a network can read it
     and a Q-table recovers the index with argmax. `obs_low`/`obs_high` are the
     observation space's bounds when it is a Box (possibly infinite).
+
+    `image_layout` ("HWC" or "CHW") marks board or image observations, which
+    network=auto gives a convolutional network; `obs_dtype` is the dtype replay may keep
+    them in without loss (MinAtar's 0/1 boards: bool, a quarter of float32's bytes).
     """
 
     env_id: str
@@ -121,6 +134,19 @@ class JaxEnv:
     num_states: int | None = None
     obs_low: Any = None
     obs_high: Any = None
+    image_layout: str | None = None
+    obs_dtype: str = "float32"
+
+    def settings(self) -> dict[str, Any]:
+        """Every scalar env parameter as resolved (defaults and overrides), for config.json."""
+        out = {}
+        for f in dataclasses.fields(self.params):
+            value = getattr(self.params, f.name)
+            if isinstance(value, (bool, int, float)):
+                out[f.name] = value
+            elif np.ndim(value) == 0:
+                out[f.name] = np.asarray(value).item()
+        return out
 
     def _observe(self, obs: jax.Array) -> jax.Array:
         if self.num_states is not None:
@@ -155,6 +181,12 @@ def _make_raw(env_id: str) -> tuple[Any, Any]:
     if env_id in _CLASSIC_CONTROL:
         module, cls = _CLASSIC_CONTROL[env_id]
         env = getattr(_import_gymnax_module(f"gymnax.environments.classic_control.{module}"), cls)()
+        return env, env.default_params
+    if env_id in _MINATAR:
+        from dqnx.envs.minatar import StickyActions
+
+        module, cls = _MINATAR[env_id]
+        env = StickyActions(getattr(_import_gymnax_module(f"gymnax.environments.minatar.{module}"), cls)())
         return env, env.default_params
     registration = _import_gymnax_registration()
     if env_id not in registration.registered_envs:
@@ -193,6 +225,10 @@ def _with_params(env_id: str, params: Any, env_params: dict[str, Any] | None) ->
 def _env_class(env_id: str) -> Any:
     from dqnx.envs.toy import TOY_ENVS
 
+    if env_id in _MINATAR:
+        from dqnx.envs.minatar import StickyActions
+
+        return StickyActions
     return TOY_ENVS.get(env_id)
 
 
@@ -223,6 +259,8 @@ def make_gymnax(env_id: str, env_params: dict[str, Any] | None = None) -> JaxEnv
         num_states=num_states,
         obs_low=low,
         obs_high=high,
+        image_layout="HWC" if env_id in _MINATAR else None,
+        obs_dtype="bool" if env_id in _MINATAR else "float32",
     )
     obs, _ = built.reset(jax.random.PRNGKey(0))
     return dataclasses.replace(built, obs_shape=tuple(obs.shape))

@@ -1,10 +1,11 @@
 """The run directory: what a finished (or interrupted) run leaves for the user.
 
-    config.json              env id, seeds, every hyperparameter, package versions
+    config.json              env id, seeds, every hyperparameter, the env's resolved parameters, package versions
     checkpoint.safetensors   full training state of every seed (resume), progress in its metadata
     best.safetensors         online weights with the best periodic greedy evaluation, per seed
     last.safetensors         online weights at the last checkpoint (and at the end), per seed
-    metrics.csv              one row per seed and chunk (train return, loss, epsilon, eval, speed)
+    metrics.csv              one row per seed and chunk (train return: of the chunk's episodes and of the
+                             last 100 episodes; loss, epsilon, eval, speed)
     summary.json             final evaluation and the headline figures (written at the end)
     tensorboard/seed_<S>/    TensorBoard event files of the same metrics (unless --no-tensorboard)
 
@@ -36,7 +37,7 @@ METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 
 METRIC_COLUMNS = [
-    "env_steps", "seed", "updates", "episodes", "train_return", "loss", "q_mean", "td_abs",
+    "env_steps", "seed", "updates", "episodes", "train_return", "train_return_100", "loss", "q_mean", "td_abs",
     "epsilon", "eval_mean_return", "eval_std_return", "steps_per_second", "wall_seconds",
 ]
 
@@ -71,6 +72,9 @@ class RunSpec:
     seeds: list[int]
     config: RunConfig
     backend: str = "jax"  # 'jax' (gymnax, compiled loop) or 'gymnasium' (host loop)
+    # Every env parameter as the run resolved it (defaults included; JaxEnv.settings), so a
+    # figure can state its settings; env_params holds only the overrides given.
+    env_settings: dict[str, Any] | None = None
 
 
 class RunDir:
@@ -96,6 +100,7 @@ class RunDir:
                 "backend": spec.backend,
                 "agent": spec.agent,
                 "env_params": spec.env_params,
+                **({"env_settings": spec.env_settings} if spec.env_settings is not None else {}),
                 "seeds": spec.seeds,
                 "config": spec.config.to_dict(),
                 "versions": package_versions(),
@@ -132,7 +137,9 @@ class RunDir:
         except (KeyError, TypeError, ValueError):
             raise UsageError(f"{self.path / CONFIG} is corrupted (env_id, seeds or config missing); restore it") from None
         config = from_dict(values, str(self.path / CONFIG), agent)
-        return RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=config, backend=backend)
+        settings = data.get("env_settings") if isinstance(data.get("env_settings"), dict) else None
+        return RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=config, backend=backend,
+                       env_settings=settings)
 
     def set_total_steps(self, total_steps: int) -> None:
         data = read_json(self.path / CONFIG, "run config")

@@ -18,6 +18,7 @@ TENSORBOARD_DIR = "tensorboard"
 # metrics.csv column -> TensorBoard tag.
 TAGS: dict[str, str] = {
     "train_return": "train/episode_return",
+    "train_return_100": "train/episode_return_last_100",
     "loss": "train/loss",
     "epsilon": "train/epsilon",
     "q_mean": "train/q_mean",
