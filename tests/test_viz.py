@@ -23,7 +23,7 @@ import pytest
 
 
 TAGS = {
-    "train/episode_return", "train/loss", "train/epsilon", "train/q_mean", "train/td_error",
+    "train/episode_return", "train/episode_return_last_100", "train/loss", "train/epsilon", "train/q_mean", "train/td_error",
     "perf/steps_per_second", "eval/mean_return", "eval/final_mean_return",
 }
 
