@@ -7,6 +7,7 @@ directory, with relative paths so that messages stay short and comparable.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -82,8 +83,18 @@ def test_eval_json_prints_one_object(trained, dqnx_cli):
     for key in ("mean_return", "std_return", "episodes"):
         assert key in data, key
     assert data["episodes"] == 5
-    assert isinstance(data["mean_return"], float) and data["mean_return"] > 0
     assert data["weights"] == "best"
+    # The printed figures are the evaluation of the run's best weights: the ones its summary names ...
+    summary = json.loads((run / "summary.json").read_text())
+    assert data["weights_env_steps"] == [summary["per_seed"][0]["best_step"]]
+    # ... whose final evaluation (8 other episodes of the same greedy policy) it agrees with, within the noise ...
+    noise = math.hypot(data["std_return"] / math.sqrt(5), summary["eval_std_return"] / math.sqrt(8))
+    assert abs(data["mean_return"] - summary["eval_mean_return"]) <= 4 * noise + 0.5, (data, summary)
+    # ... and exactly what the API computes for the same episodes.
+    import dqnx
+
+    expected = dqnx.evaluate(run, episodes=5, weights="best")
+    assert (data["mean_return"], data["std_return"]) == (expected["mean_return"], expected["std_return"])
 
 
 def test_eval_prints_a_readable_line(trained, dqnx_cli):

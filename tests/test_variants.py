@@ -242,11 +242,18 @@ def test_noisy_layer_mean_and_noise_by_hand():
     assert not np.allclose(other, out)
 
 
-def test_noisy_agent_greedy_is_deterministic_and_acting_explores():
+def test_noisy_agent_greedy_is_the_mean_network_and_acting_explores():
     dqn = make_dqn(DQNConfig(hidden_sizes=(16,), noisy=True, noisy_sigma0=5.0), obs_shape=(4,), num_actions=4)
     state = dqn.init(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (64, 4))
-    np.testing.assert_array_equal(dqn.q_values(state.params, obs), dqn.q_values(state.params, obs))
+    # The greedy Q is the network with every noisy layer at its mean weights (mu), computed here by hand;
+    # sigma0 = 5 makes any noise in it show.
+    layers = state.params["params"]
+    assert sorted(layers) == ["NoisyDense_0", "NoisyDense_1"]
+    mean = lambda name: (np.asarray(layers[name]["mu_kernel"]), np.asarray(layers[name]["mu_bias"]))  # noqa: E731
+    (k0, b0), (k1, b1) = mean("NoisyDense_0"), mean("NoisyDense_1")
+    expected = np.maximum(np.asarray(obs) @ k0 + b0, 0.0) @ k1 + b1
+    np.testing.assert_allclose(dqn.q_values(state.params, obs), expected, rtol=1e-5, atol=1e-5)
     actions = [np.asarray(dqn.act(state.params, obs, jax.random.PRNGKey(k), 0.0)) for k in range(2)]
     assert (actions[0] != actions[1]).any()  # epsilon 0: only the weight noise can differ
 
