@@ -116,11 +116,26 @@ def dungeon_q_run(tmp_path_factory):
     return dqnx.train("Dungeon-v0", agent="tabular-q", seeds=2, out=tmp_path_factory.mktemp("dq") / "run")
 
 
-def test_tabular_q_learns_the_optimal_dungeon_policy(dungeon_q_run):
+# A constant step size (the preset's 0.05) leaves every entry fluctuating around Q* as slips come and go:
+# measured at most 2.05 away over both seeds. Q*'s action gaps at gamma 0.9 are 1.8 at the start tile
+# (inside that noise: no run this short can be trusted to resolve it) and 6.1 to 25.8 on tiles 1-4.
+Q_NOISE = 2.5
+
+
+def test_tabular_q_learns_the_optimal_policy_where_the_action_gap_exceeds_the_noise(dungeon_q_run):
+    """On tiles 1-4 the learned gap Q(s, forward) - Q(s, backward) matches Q*'s (6.1 to 25.8) within the
+    noise of both entries: forward is greedy there because the values say so, not because an all-zero
+    (or NaN) row's argmax is action 0."""
+    optimal = dungeon_q_values(DungeonParams(), dungeon_q_run.config.gamma)
+    optimal_gap = optimal[:, FORWARD] - optimal[:, BACKWARD]
+    learnable = optimal_gap > 2 * Q_NOISE
+    assert learnable.tolist() == [False, True, True, True, True]
     agent = dqnx.load(dungeon_q_run.path, weights="last")
     for i in range(2):
         q = np.asarray(agent.params["q"][i])
-        assert (q.argmax(axis=1) == FORWARD).all(), q
+        gap = q[:, FORWARD] - q[:, BACKWARD]
+        assert np.all(np.abs(gap - optimal_gap)[learnable] <= 2 * Q_NOISE), (gap, optimal_gap)
+        assert (q.argmax(axis=1)[learnable] == FORWARD).all(), q
 
 
 def test_tabular_q_table_matches_value_iteration(dungeon_q_run):
@@ -129,8 +144,8 @@ def test_tabular_q_table_matches_value_iteration(dungeon_q_run):
     agent = dqnx.load(dungeon_q_run.path, weights="last")
     for i in range(2):
         q = np.asarray(agent.params["q"][i])
-        # A constant step size leaves the table fluctuating around Q* as slips come and go.
-        assert np.abs(q - optimal).max() <= 0.1 * np.abs(optimal).max(), (q, optimal)
+        # Within the noise: below half the action gap on tiles 1-4, so the table's policy there is Q*'s.
+        assert np.abs(q - optimal).max() <= Q_NOISE, (q, optimal)
 
 
 def test_sarsa_takes_the_safe_path_and_q_learning_the_optimal_one(tmp_path):
@@ -142,12 +157,16 @@ def test_sarsa_takes_the_safe_path_and_q_learning_the_optimal_one(tmp_path):
 
 
 def test_linear_q_with_one_hot_features_learns_the_dungeon(tmp_path):
-    run = dqnx.train("Dungeon-v0", agent="linear-q", out=tmp_path / "lin",
-                     config={"gamma": 0.9, "learning_rate": 0.05, "features": "raw", "total_steps": 30_000,
-                             "epsilon_decay_steps": 15_000, "epsilon_end": 0.1, "eval_every": 5_000})
-    agent = dqnx.load(run.path)
-    greedy = agent.act(np.eye(5, dtype=np.float32))
-    np.testing.assert_array_equal(greedy, [FORWARD] * 5)
+    """One-hot features make linear Q a table (plus a bias per action): its Q must approach Q*."""
+    run = dqnx.train("Dungeon-v0", agent="linear-q", out=tmp_path / "lin", tensorboard=False,
+                     config={"gamma": 0.9, "learning_rate": 0.02, "features": "raw", "total_steps": 100_000,
+                             "epsilon_decay_steps": 15_000, "epsilon_end": 0.1, "eval_every": 25_000})
+    agent = dqnx.load(run.path, weights="last")
+    q = agent.q_values(np.eye(5, dtype=np.float32))
+    optimal = dungeon_q_values(DungeonParams(), 0.9)
+    # Measured 3.1 at most (Q* runs from 39 to 68; an untrained or NaN row is 39 or more away).
+    assert np.abs(q - optimal).max() <= 4.0, (q, optimal)
+    np.testing.assert_array_equal(q.argmax(axis=1)[1:], [FORWARD] * 4)  # tiles 1-4: gaps of 6.1 and more
 
 
 def test_tabular_save_load_gives_the_same_table(dungeon_q_run):

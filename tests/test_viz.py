@@ -193,11 +193,34 @@ def test_gymnasium_rollout_matches_the_agent(agent):
 
 # --- plots ------------------------------------------------------------------------------------
 
-def test_plot_writes_three_pngs_into_the_run(run2, tmp_path):
+def _metric_means(run: Path, x_column: str, y_column: str) -> tuple[list[float], list[float]]:
+    """x and the mean over seeds of y at each x, straight from metrics.csv (empty cells left out)."""
+    table: dict[float, list[float]] = {}
+    for row in metrics_rows(run):
+        if row[y_column] != "":
+            table.setdefault(float(row[x_column]), []).append(float(row[y_column]))
+    xs = sorted(table)
+    return xs, [float(np.mean(table[x])) for x in xs]
+
+
+def test_plot_writes_three_pngs_of_the_runs_data(run2, tmp_path, monkeypatch):
+    """The PNGs are the figures drawn, and the figures hold the run's data: the curves are metrics.csv's
+    means over seeds, the scatter is (G_t, Q(s_t, a_t)) of each seed's fresh greedy episodes."""
+    from matplotlib.figure import Figure
     from PIL import Image
 
+    import dqnx
     from dqnx.viz.plots import make_plots
+    from dqnx.viz.rollout import greedy_episodes
 
+    figures = []
+    savefig = Figure.savefig
+
+    def keep_and_save(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep_and_save)
     run = tmp_path / "copy"
     shutil.copytree(run2, run)
     paths = make_plots([run], episodes=2)
@@ -208,13 +231,42 @@ def test_plot_writes_three_pngs_into_the_run(run2, tmp_path):
         with Image.open(path) as image:
             assert image.format == "PNG"
             assert image.size == sizes[path.name]
-            pixels = np.asarray(image.convert("RGB"))
-        # Something was drawn in colour (the curves, the points), not only the black-and-white frame.
-        # (A barely trained agent's short episodes give the scatter only a few dozen points.)
-        channels = pixels.astype(int)
-        coloured = (channels.max(axis=-1) - channels.min(axis=-1)) > 60
-        assert coloured.sum() > 100, path.name
     assert not list((run / "plots").glob(".*.tmp"))
+    assert len(figures) == 3
+    returns, loss, scatter = (fig.axes[0] for fig in figures)
+
+    def line(ax, label_part: str):
+        matches = [ln for ln in ax.get_lines() if label_part in ln.get_label()]
+        assert len(matches) == 1, [ln.get_label() for ln in ax.get_lines()]
+        return np.asarray(matches[0].get_xdata(), float), np.asarray(matches[0].get_ydata(), float)
+
+    x, y = line(returns, "greedy eval")
+    expected_x, expected_y = _metric_means(run, "env_steps", "eval_mean_return")
+    assert expected_x == [500, 1000, 1500, 2000]
+    np.testing.assert_allclose(x, expected_x)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-6)
+    x, y = line(returns, "training episodes")
+    expected_x, expected_y = _metric_means(run, "env_steps", "train_return")
+    np.testing.assert_allclose(x, expected_x)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-6)
+    assert line(returns, "solved at")[1].tolist() == [475, 475]
+
+    x, y = line(loss, "2 seeds")
+    expected_x, expected_y = _metric_means(run, "updates", "loss")
+    keep = np.asarray(expected_x) > 0  # no loss before the first update
+    assert keep.sum() >= 3
+    np.testing.assert_allclose(x, np.asarray(expected_x)[keep])
+    np.testing.assert_allclose(y, np.asarray(expected_y)[keep], rtol=1e-6)
+
+    agent = dqnx.load(run)
+    for index, seed in enumerate(agent.seeds):
+        episodes = greedy_episodes(agent, 2, seed=0, seed_index=index)
+        expected = np.stack([np.concatenate([ep.returns_to_go(agent.config.gamma) for ep in episodes]),
+                             np.concatenate([ep.q_taken for ep in episodes])], axis=1)
+        drawn = np.concatenate([c.get_offsets() for c in scatter.collections if c.get_label().startswith(f"seed {seed}:")])
+        assert drawn.shape == expected.shape == (sum(ep.length for ep in episodes), 2)
+        order = lambda points: points[np.lexsort(points.T[::-1])]  # noqa: E731
+        np.testing.assert_allclose(order(np.asarray(drawn, float)), order(expected), rtol=1e-5, atol=1e-5)
 
 
 def test_plot_compares_several_runs_on_one_chart(run2, tmp_path):
