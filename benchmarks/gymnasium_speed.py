@@ -48,6 +48,7 @@ def dqnx_worker(n_envs: int, warmup: int, steps: int) -> dict:
     import jax
 
     from dqnx.config import build_config
+    from dqnx.agents import make_learner
     from dqnx.drivers import make_driver
     from dqnx.envs import make_env
 
@@ -58,7 +59,7 @@ def dqnx_worker(n_envs: int, warmup: int, steps: int) -> dict:
         "max_grad_norm": 10.0, "learning_rate": 1e-4, "total_steps": warmup + steps,
     })
     env = make_env("CartPole-v1", backend="gymnasium")
-    driver = make_driver(config, env, "dqn", [0])
+    driver = make_driver(config, env, make_learner("dqn", config, env), [0])
     state = driver.place(driver.init_states([0]))
     state, _ = driver.chunk(state, warmup // n_envs, 0)
     jax.block_until_ready(state)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dqnx
-from dqnx.agents import Batch
+from dqnx.agents import Batch, make_learner
 from dqnx.agents.dqn import td_target
 from dqnx.drivers import make_driver
 from dqnx.envs import make_env, resolve_backend
@@ -115,7 +115,7 @@ def test_host_loop_stores_true_successors_and_keeps_truncation_apart(toys_on_pat
     """Counter's observation is its step count, so every stored transition is known in advance."""
     env = make_env("gym_toys:Counter", {"limit": limit, "end": end})
     config = tiny(learning_starts=10_000, total_steps=20_000, buffer_size=64)
-    driver = make_driver(config, env, "dqn", [0])
+    driver = make_driver(config, env, make_learner("dqn", config, env), [0])
     try:
         state = driver.place(driver.init_states([0]))
         state, output = driver.chunk(state, 7, 0)
@@ -148,7 +148,7 @@ def test_staged_learning_equals_learning_after_every_step(tiny, num_envs, train_
     env = make_env("CartPole-v1", backend="gymnasium")
     finals = []
     for block in (None, 1):
-        driver = make_driver(config, env, "dqn", [3, 4])
+        driver = make_driver(config, env, make_learner("dqn", config, env), [3, 4])
         if block is not None:
             driver.block = block
         try:

@@ -14,6 +14,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import dqnx
+from dqnx.agents import make_learner
 from dqnx.drivers import jax_loop
 from dqnx.envs import make_env
 from dqnx.runs.run_dir import RunDir
@@ -134,7 +135,7 @@ def _checkpoint(run):
     """(final train state, best params) from the run's checkpoint, and its metadata."""
     rd = RunDir.open(run.path)
     spec = rd.read_config()
-    program = jax_loop.make_program(spec.config, make_env(spec.env_id))
+    program = jax_loop.make_program(spec.config, make_env(spec.env_id), make_learner(spec.agent, spec.config, make_env(spec.env_id)))
     state = jax_loop.init_states(program, spec.seeds)
     (state, best), meta = rd.load_checkpoint((state, state.agent.params))
     return program, state, best, meta

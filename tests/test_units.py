@@ -9,6 +9,7 @@ import pytest
 
 from dqnx.agents.dqn import Batch, epsilon_at, make_dqn, td_loss, td_target
 from dqnx.config import DQNConfig
+from dqnx.agents import make_learner
 from dqnx.drivers import jax_loop
 from dqnx.envs import make_env
 from dqnx.replay import uniform
@@ -251,7 +252,7 @@ def test_loop_stores_true_successor_not_reset_obs(tiny):
     """Ended episodes store final_obs (out of CartPole's bounds), not the next reset obs."""
     cfg = tiny(buffer_size=3000, learning_starts=100, num_envs=2, train_freq=2)
     env = make_env("CartPole-v1")
-    program = jax_loop.make_program(cfg, env)
+    program = jax_loop.make_program(cfg, env, make_learner("dqn", cfg, env))
     state = jax.jit(program.init)(jax.random.PRNGKey(0))
     chunk = jax.jit(program.chunk, static_argnums=1)
     state, output = chunk(state, 1000)  # 2000 transitions, all kept (capacity 3000)

@@ -185,7 +185,7 @@ def test_every_shape_gives_q_of_the_right_shape(q_head, extra):
     dqn = make_dqn(cfg, obs_shape=(5,), num_actions=3)
     state = dqn.init(jax.random.PRNGKey(0))
     assert dqn.q_values(state.params, jnp.ones((4, 5))).shape == (4, 3)
-    assert dqn.act(state.params, jnp.ones((4, 5)), jax.random.PRNGKey(1), 0.1).shape == (4,)
+    assert dqn.act(state.params, (), jnp.ones((4, 5)), None, jax.random.PRNGKey(1), 0.1)[0].shape == (4,)
 
 
 @pytest.mark.parametrize("q_head", SHAPES)
@@ -254,7 +254,7 @@ def test_noisy_agent_greedy_is_the_mean_network_and_acting_explores():
     (k0, b0), (k1, b1) = mean("NoisyDense_0"), mean("NoisyDense_1")
     expected = np.maximum(np.asarray(obs) @ k0 + b0, 0.0) @ k1 + b1
     np.testing.assert_allclose(dqn.q_values(state.params, obs), expected, rtol=1e-5, atol=1e-5)
-    actions = [np.asarray(dqn.act(state.params, obs, jax.random.PRNGKey(k), 0.0)) for k in range(2)]
+    actions = [np.asarray(dqn.act(state.params, (), obs, None, jax.random.PRNGKey(k), 0.0)[0]) for k in range(2)]
     assert (actions[0] != actions[1]).any()  # epsilon 0: only the weight noise can differ
 
 
@@ -275,8 +275,8 @@ def test_boltzmann_agent_anneals_temperature_with_epsilon():
     state = dqn.init(jax.random.PRNGKey(0))
     obs = jnp.ones((4000, 2))
     greedy = dqn.q_values(state.params, obs).argmax(1)
-    assert 0.45 < float(jnp.mean(dqn.act(state.params, obs, jax.random.PRNGKey(1), 1.0))) < 0.55  # T huge: uniform
-    np.testing.assert_array_equal(dqn.act(state.params, obs, jax.random.PRNGKey(1), 0.0), greedy)
+    assert 0.45 < float(jnp.mean(dqn.act(state.params, (), obs, None, jax.random.PRNGKey(1), 1.0)[0])) < 0.55  # T huge: uniform
+    np.testing.assert_array_equal(dqn.act(state.params, (), obs, None, jax.random.PRNGKey(1), 0.0)[0], greedy)
 
 
 def test_stochastic_evaluation_policy():

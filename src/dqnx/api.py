@@ -120,7 +120,8 @@ def train(
         settings = env.settings() if hasattr(env, "settings") else None
         spec = RunSpec(env_id=env.env_id, agent=agent, env_params=_stored_params(env, env_params),
                        seeds=_seed_list(seed, seeds), config=cfg, backend=chosen, env_settings=settings)
-        learner = make_learner(agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
+    learner = make_learner(spec.agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
+    if resume is None:
         jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and on networks that cannot take the observations
         if stop_when_solved and env.solve_threshold is None:
             raise UsageError(f"{env_id} has no solve threshold, so --until-solved would never stop; drop it")
@@ -128,7 +129,7 @@ def train(
     reporter = progress if isinstance(progress, Reporter) else (
         _rich_reporter(spec, run.path, resumed=resume is not None) if progress else None
     )
-    summary = train_run(run, env, cfg, spec.seeds, agent=spec.agent, resume=resume is not None,
+    summary = train_run(run, env, cfg, spec.seeds, agent=spec.agent, learner=learner, resume=resume is not None,
                         reporter=reporter, stop_when_solved=stop_when_solved, tensorboard=tensorboard)
     return Run(path=run.path, env_id=env.env_id, agent=spec.agent, seeds=spec.seeds, config=cfg, summary=summary)
 
@@ -382,7 +383,7 @@ def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weig
         raise UsageError(f"episodes must be a positive integer, got {episodes!r}")
     if not isinstance(agent, Agent):
         agent = load(agent, weights=weights)
-    driver = make_driver(agent.config, agent.env, agent.algorithm, agent.seeds)
+    driver = make_driver(agent.config, agent.env, make_learner(agent.algorithm, agent.config, agent.env), agent.seeds)
     try:
         keys = jax_loop.eval_keys([seed] * len(agent.seeds), jax_loop.USER_EVAL_STREAM, 0)
         returns = driver.evaluate(driver.place(agent.params), keys, episodes)

@@ -38,6 +38,18 @@ VMAPPABLE = (
 )
 
 
+def hyperparameters(config: Any, hyper: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The vmappable hyperparameters a learner reads: `hyper` when given (the compiled
+    loop's per-seed arrays), else the config's own values, as plain Python numbers.
+
+    >>> hyperparameters(DQNConfig(gamma=0.9))["gamma"]
+    0.9
+    """
+    if hyper is not None:
+        return hyper
+    return {name: getattr(config, name) for name in VMAPPABLE if hasattr(config, name)}
+
+
 def _doc(text: str, **kwargs: Any) -> Any:
     return field(metadata={"doc": text}, **kwargs)
 

@@ -1,64 +1,83 @@
 """Agents as pure functions. One file per family: dqn.py (DQN), tabular.py, linear.py,
 imitation.py (a classifier policy trained by `dqnx imitate`).
 
-Every agent gives the training loop the same four functions, a `Learner`:
+Every agent gives the training loop the same functions, a `Learner` (dqnx.protocols,
+re-exported here with `Batch`):
 
     init(key) -> state                      state has .params and .updates
-    act(params, obs, key, epsilon) -> action   epsilon-greedy on a batch of observations
-    learn(state, transitions, env_steps, key) -> (state, {"loss", "q_mean", "td_abs"})
+    act(params, act_state, obs, mask, key, epsilon) -> (action, act_state)
+    learn(state, data, env_steps, key) -> (state, {"loss", "q_mean", "td_abs"})
     q_values(params, obs) -> Q(s, .)        the greedy policy is its argmax
 
-A new agent is a new module that builds a Learner, plus a line in `make_learner`.
+A new agent is a new module that builds a Learner, plus an entry in `AGENTS`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from dqnx.config import RunConfig
+from dqnx.protocols import Batch, Learner, Rollout
 
 
-class Batch(NamedTuple):
-    """Transitions; `next_obs` is the true successor, also after a truncation.
+def _dqn(agent: str, config: RunConfig, env: Any) -> Learner:
+    from dqnx.agents.dqn import make_dqn_learner
 
-    `episode_end` (terminated | truncated) is given when transitions are stored: replay
-    that rebuilds stacked frames needs to know where episodes start. Sampled batches
-    leave it None.
-    """
-
-    obs: Any
-    action: Any
-    reward: Any
-    next_obs: Any
-    terminated: Any
-    episode_end: Any = None
+    return make_dqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
+                            frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None),
+                            max_episode_steps=getattr(env, "max_episode_steps", None))
 
 
-class Learner(NamedTuple):
-    init: Callable[[Any], Any]
-    act: Callable[[Any, Any, Any, Any], Any]
-    learn: Callable[[Any, Any, Any, Any], tuple[Any, dict[str, Any]]]
-    q_values: Callable[[Any, Any], Any]
+def _tabular(agent: str, config: RunConfig, env: Any) -> Learner:
+    from dqnx.agents.tabular import make_tabular_learner
+
+    return make_tabular_learner(config, env, sarsa=agent == "sarsa")
+
+
+def _linear(agent: str, config: RunConfig, env: Any) -> Learner:
+    from dqnx.agents.linear import make_linear_learner
+
+    return make_linear_learner(config, env)
+
+
+def _imitation(agent: str, config: RunConfig, env: Any) -> Learner:
+    from dqnx.agents.imitation import make_imitation_learner
+
+    return make_imitation_learner(config, env.obs_shape, env.num_actions)
+
+
+class AgentKind:
+    """What the layers above need to know about an agent name beyond its Learner."""
+
+    def __init__(self, build: Callable[[str, RunConfig, Any], Learner], *, trained_by_rl: bool = True,
+                 tabular: bool = False, network: bool = False):
+        self.build = build
+        self.trained_by_rl = trained_by_rl  # False: `dqnx train` refuses it (imitation policies come from `dqnx imitate`)
+        self.tabular = tabular  # a Q-table (dqnx show prints it)
+        self.network = network  # a Q-network (DQN family)
+
+
+# The agent registry: name -> how to build its Learner. Each builder imports its module
+# lazily, so naming an agent costs nothing until it is built.
+AGENTS: dict[str, AgentKind] = {
+    "dqn": AgentKind(_dqn, network=True),
+    "rainbow": AgentKind(_dqn, network=True),
+    "tabular-q": AgentKind(_tabular, tabular=True),
+    "sarsa": AgentKind(_tabular, tabular=True),
+    "linear-q": AgentKind(_linear),
+    "imitation": AgentKind(_imitation, trained_by_rl=False),
+}
+
+
+def agent_kind(agent: str) -> AgentKind:
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}")
+    return AGENTS[agent]
 
 
 def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
-    """The Learner of `agent` ('dqn', 'rainbow', 'tabular-q', 'sarsa', 'linear-q', 'imitation') for `env`."""
-    if agent in ("dqn", "rainbow"):
-        from dqnx.agents.dqn import make_dqn_learner
+    """The Learner of `agent` (a name in AGENTS: 'dqn', 'rainbow', 'tabular-q', ...) for `env`."""
+    return agent_kind(agent).build(agent, config, env)
 
-        return make_dqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
-                                frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None),
-                                max_episode_steps=getattr(env, "max_episode_steps", None))
-    if agent in ("tabular-q", "sarsa"):
-        from dqnx.agents.tabular import make_tabular_learner
 
-        return make_tabular_learner(config, env, sarsa=agent == "sarsa")
-    if agent == "linear-q":
-        from dqnx.agents.linear import make_linear_learner
-
-        return make_linear_learner(config, env)
-    if agent == "imitation":
-        from dqnx.agents.imitation import make_imitation_learner
-
-        return make_imitation_learner(config, env.obs_shape, env.num_actions)
-    raise ValueError(f"unknown agent {agent!r}")
+__all__ = ["AGENTS", "AgentKind", "Batch", "Learner", "Rollout", "agent_kind", "make_learner"]

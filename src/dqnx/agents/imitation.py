@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dqnx.agents import Batch, Learner
 from dqnx.agents.dqn import QNetwork
 from dqnx.agents.exploration import epsilon_greedy
 from dqnx.config import ImitationConfig
 from dqnx.errors import UsageError
+from dqnx.protocols import Batch, Learner
 
 
 @flax.struct.dataclass
@@ -61,10 +61,12 @@ def make_imitation_learner(config: ImitationConfig, obs_shape: tuple[int, ...], 
     def q_values(params: Any, obs: jax.Array) -> jax.Array:
         return network.apply({"params": params}, obs)
 
-    def act(params: Any, obs: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:
-        return epsilon_greedy(q_values(params, obs), key, epsilon)
+    def act(params: Any, act_state: Any, obs: jax.Array, mask: jax.Array | None, key: jax.Array, epsilon: jax.Array,
+            hyper: dict[str, Any] | None = None) -> tuple[jax.Array, Any]:
+        return epsilon_greedy(q_values(params, obs), key, epsilon, mask), act_state
 
-    def learn(state: ImitationState, batch: Batch, env_steps: jax.Array, key: jax.Array):
+    def learn(state: ImitationState, batch: Batch, env_steps: jax.Array, key: jax.Array,
+              hyper: dict[str, Any] | None = None):
         # Environment transitions carry no expert labels; `dqnx imitate` trains this policy.
         raise UsageError("an imitation policy learns from an expert's dataset, not from the environment; "
                          "use `dqnx dataset` and `dqnx imitate` instead of `dqnx train --agent imitation`")

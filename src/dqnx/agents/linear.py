@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqnx.agents import Batch, Learner
 from dqnx.agents.exploration import epsilon_greedy
-from dqnx.config import LinearConfig
+from dqnx.config import LinearConfig, hyperparameters
 from dqnx.errors import UsageError
+from dqnx.protocols import Batch, Learner
 
 
 @flax.struct.dataclass
@@ -62,19 +62,22 @@ def make_linear_learner(config: LinearConfig, env: Any) -> Learner:
     def q_values(params: Any, obs: jax.Array) -> jax.Array:
         return features(obs) @ params["w"] + params["b"]
 
-    def act(params: Any, obs: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:
-        return epsilon_greedy(q_values(params, obs), key, epsilon)
+    def act(params: Any, act_state: Any, obs: jax.Array, mask: jax.Array | None, key: jax.Array, epsilon: jax.Array,
+            hyper: dict[str, Any] | None = None) -> tuple[jax.Array, Any]:
+        return epsilon_greedy(q_values(params, obs), key, epsilon, mask), act_state
 
-    def learn(state: LinearState, batch: Batch, env_steps: jax.Array, key: jax.Array):
+    def learn(state: LinearState, batch: Batch, env_steps: jax.Array, key: jax.Array,
+              hyper: dict[str, Any] | None = None):
+        values = hyperparameters(config, hyper)
         next_value = q_values(state.params, batch.next_obs).max(axis=-1)
-        target = batch.reward + config.gamma * (1.0 - batch.terminated.astype(jnp.float32)) * next_value
+        target = batch.reward + values["gamma"] * (1.0 - batch.terminated.astype(jnp.float32)) * next_value
 
         def half_squared_td(params):
             q = jnp.take_along_axis(q_values(params, batch.obs), batch.action[:, None], axis=-1)[:, 0]
             return 0.5 * jnp.mean((jax.lax.stop_gradient(target) - q) ** 2), q  # mean: the step size is per transition
 
         (loss, q_taken), grads = jax.value_and_grad(half_squared_td, has_aux=True)(state.params)
-        params = jax.tree.map(lambda p, g: p - config.learning_rate * g, state.params, grads)
+        params = jax.tree.map(lambda p, g: p - values["learning_rate"] * g, state.params, grads)
         td = target - q_taken
         metrics = {"loss": loss, "q_mean": q_taken.mean(), "td_abs": jnp.abs(td).mean()}
         return LinearState(params=params, updates=state.updates + 1), metrics

@@ -15,6 +15,7 @@ executed action belongs to the next episode's first state).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -22,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqnx.agents import Batch, Learner
 from dqnx.agents.exploration import epsilon_at, epsilon_greedy
-from dqnx.config import TabularConfig
+from dqnx.config import TabularConfig, hyperparameters
 from dqnx.errors import UsageError
+from dqnx.protocols import Batch, Learner
 
 MAX_TABLE_ROWS = 10_000_000
 
@@ -88,10 +89,11 @@ def make_tabular_learner(config: TabularConfig, env: Any, sarsa: bool = False) -
     def q_values(params: Any, obs: jax.Array) -> jax.Array:
         return params["q"][row_of(obs)]
 
-    def act(params: Any, obs: jax.Array, key: jax.Array, epsilon: jax.Array) -> jax.Array:
-        return epsilon_greedy(q_values(params, obs), key, epsilon)
+    def act(params: Any, act_state: Any, obs: jax.Array, mask: jax.Array | None, key: jax.Array, epsilon: jax.Array,
+            hyper: dict[str, Any] | None = None) -> tuple[jax.Array, Any]:
+        return epsilon_greedy(q_values(params, obs), key, epsilon, mask), act_state
 
-    def update_one(table: jax.Array, transition):
+    def update_one(values: dict[str, Any], table: jax.Array, transition):
         obs, action, reward, next_obs, terminated, key, next_epsilon = transition
         s, s_next = row_of(obs[None])[0], row_of(next_obs[None])[0]
         if sarsa:
@@ -99,16 +101,18 @@ def make_tabular_learner(config: TabularConfig, env: Any, sarsa: bool = False) -
             next_value = table[s_next, next_action]
         else:
             next_value = table[s_next].max()
-        target = reward + config.gamma * (1.0 - terminated.astype(jnp.float32)) * next_value
+        target = reward + values["gamma"] * (1.0 - terminated.astype(jnp.float32)) * next_value
         td = target - table[s, action]
-        return table.at[s, action].add(config.learning_rate * td), (td, table[s, action])
+        return table.at[s, action].add(values["learning_rate"] * td), (td, table[s, action])
 
-    def learn(state: TabularState, batch: Batch, env_steps: jax.Array, key: jax.Array):
+    def learn(state: TabularState, batch: Batch, env_steps: jax.Array, key: jax.Array,
+              hyper: dict[str, Any] | None = None):
         """One TD update per transition, applied one after another (envs may share a cell)."""
+        values = hyperparameters(config, hyper)
         n = batch.reward.shape[0]
-        next_epsilon = jnp.full((n,), epsilon_at(config, env_steps + config.num_envs))
+        next_epsilon = jnp.full((n,), epsilon_at(config, env_steps + config.num_envs, hyper))
         transitions = (batch.obs, batch.action, batch.reward, batch.next_obs, batch.terminated, jax.random.split(key, n), next_epsilon)
-        table, (td, q_taken) = jax.lax.scan(update_one, state.params["q"], transitions)
+        table, (td, q_taken) = jax.lax.scan(functools.partial(update_one, values), state.params["q"], transitions)
         metrics = {"loss": 0.5 * jnp.mean(td**2), "q_mean": q_taken.mean(), "td_abs": jnp.abs(td).mean()}
         return TabularState(params={"q": table}, updates=state.updates + 1), metrics
 

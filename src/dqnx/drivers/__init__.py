@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def make_driver(config: Any, env: Any, agent: str, seeds: list[int], hypers: dict[str, Any] | None = None) -> Any:
+def make_driver(config: Any, env: Any, learner: Any, seeds: list[int], hypers: dict[str, Any] | None = None) -> Any:
     """The loop for `env`'s backend, with the methods the trainer uses:
     init_states(seeds), place(tree) (to the loop's layout), real(tree) (back to the
     callers' seeds, for files), padding (extra seeds `place` adds), chunk(state,
     iterations, start_step), evaluate(params, keys, episodes), compile_seconds, close().
 
+    learner: the run's dqnx.protocols.Learner (built once, dqnx.agents.make_learner).
     hypers: per-seed values of vmappable hyperparameters (a sweep's members; JAX envs only).
     """
     if getattr(env, "backend", "jax") == "gymnasium":
@@ -21,7 +22,7 @@ def make_driver(config: Any, env: Any, agent: str, seeds: list[int], hypers: dic
             raise ValueError("per-seed hyperparameters need the compiled loop (a JAX environment)")
         from dqnx.drivers.host_loop import HostDriver
 
-        return HostDriver(config, env, agent, seeds)
+        return HostDriver(config, env, learner, seeds)
     from dqnx.drivers import jax_loop
 
-    return jax_loop.Compiled(jax_loop.make_program(config, env, agent), len(seeds), hypers)
+    return jax_loop.Compiled(jax_loop.make_program(config, env, learner), len(seeds), hypers)

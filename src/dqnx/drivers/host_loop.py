@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqnx.agents import Batch, make_learner
 from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.config import RunConfig
-from dqnx.drivers.jax_loop import ChunkOutput, seed_key
+from dqnx.drivers.jax_loop import ChunkOutput, all_legal, seed_key
+from dqnx.protocols import Batch, Learner
 from dqnx.replay import frames as frame_replay
 
 # Per-iteration records of a training phase, in the order the learn call packs them.
@@ -68,9 +68,9 @@ def env_seeds(seed: int, stream: int, count: int) -> list[int]:
 class HostDriver:
     """Trains `len(seeds)` seeds of `agent` on Gymnasium copies of `env`, host-stepped."""
 
-    def __init__(self, config: RunConfig, env: Any, agent: str, seeds: list[int]):
+    def __init__(self, config: RunConfig, env: Any, learner: Learner, seeds: list[int]):
         self.config, self.env, self.seeds = config, env, list(seeds)
-        self.learner = make_learner(agent, config, env)
+        self.learner = learner
         self.num_seeds = len(seeds)
         self.n = n = config.num_envs
         self.train_freq = getattr(config, "train_freq", n)  # agents without a cadence learn every iteration
@@ -87,8 +87,11 @@ class HostDriver:
 
         def act(params, act_key, obs, env_steps):
             # Only what acting reads: every argument leaf costs dispatch time, once per env step.
+            # Feed-forward acting only so far: the act state starts afresh at every step.
             key = jax.random.fold_in(act_key, env_steps)
-            return self.learner.act(params, obs, key, epsilon_at(config, env_steps))
+            action, _ = learner.act(params, learner.init_act_state(n), obs, all_legal(n, env.num_actions), key,
+                                    epsilon_at(config, env_steps))
+            return action
 
         def learn_then_act(state: HostTrainState, staged: Batch, valid, start_step, next_obs, env_steps):
             """learner.learn over the staged iterations (leading axis), skipping padding; then
@@ -99,7 +102,7 @@ class HostDriver:
 
                 def run(state):
                     key, learn_key = jax.random.split(state.key)
-                    agent, metrics = self.learner.learn(state.agent, transitions, env_steps, learn_key)
+                    agent, metrics = learner.learn(state.agent, transitions, env_steps, learn_key)
                     return state.replace(agent=agent, key=key, env_steps=state.env_steps + n), metrics
 
                 def skip(state):
@@ -244,7 +247,8 @@ class HostDriver:
         config.eval_epsilon > 0, or Boltzmann with eval_temperature > 0) on evaluation copies of the env (true scores)."""
         if self._q is None:
             def policy(params, obs, key, t):
-                return evaluation_action(self.config, self.learner, params, obs, jax.random.fold_in(key, t))
+                return evaluation_action(self.config, self.learner, params, obs, jax.random.fold_in(key, t),
+                                         all_legal(obs.shape[0], self.env.num_actions))
 
             self._q = jax.jit(jax.vmap(policy, in_axes=(0, 0, 0, None)))
         parallel = min(episodes, EVAL_PARALLEL)

@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dqnx.agents import Batch, Learner, make_learner
 from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.config import VMAPPABLE, RunConfig
 from dqnx.envs import JaxEnv
+from dqnx.protocols import Batch, Learner
 
 # Stream identifiers folded into a seed's key so that evaluation never draws from
 # (and so never perturbs) the training stream.
@@ -44,6 +44,7 @@ class TrainState:
     key: jax.Array
     env_steps: jax.Array
     episode_return: jax.Array  # [num_envs], running return of the current episodes
+    act_state: Any = ()  # the policy's state between steps (Learner.init_act_state): () for feed-forward agents
 
 
 class ChunkOutput(NamedTuple):
@@ -67,7 +68,7 @@ class Program(NamedTuple):
     evaluate: Callable[[Any, jax.Array, int], jax.Array]
 
 
-def hyperparameters(config: RunConfig) -> dict[str, np.ndarray]:
+def hyper_arrays(config: RunConfig) -> dict[str, np.ndarray]:
     """The config's vmappable hyperparameters (config.VMAPPABLE) as numpy scalars: int32 or float32."""
     values = {}
     for name in VMAPPABLE:
@@ -81,8 +82,13 @@ def seed_key(seed: int) -> jax.Array:
     return jax.random.PRNGKey(seed)
 
 
-def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
-    learner = make_learner(agent, config, env)
+def all_legal(num_envs: int, num_actions: int) -> jax.Array:
+    """The action mask of an environment without one: every action legal."""
+    return jnp.ones((num_envs, num_actions), bool)
+
+
+def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
+    """The loop's pure functions around `learner` (built once per run, dqnx.agents.make_learner)."""
     n = config.num_envs
 
     def init(key: jax.Array) -> TrainState:
@@ -95,22 +101,24 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
             key=loop_key,
             env_steps=jnp.zeros((), jnp.int32),
             episode_return=jnp.zeros((n,), jnp.float32),
+            act_state=learner.init_act_state(n),
         )
 
-    def iteration(config: RunConfig, learner: Learner, state: TrainState, env_steps: jax.Array):
+    def iteration(hyper: dict[str, jax.Array] | None, state: TrainState, env_steps: jax.Array):
         """One env step of every env, then learning. `env_steps` (steps before this one) is
         the same for every seed, so under vmap the learner's "train now?" branch stays a
         real branch instead of computing both sides for all seeds."""
         key, act_key, env_key, learn_key = jax.random.split(state.key, 4)
-        epsilon = epsilon_at(config, env_steps)
-        action = learner.act(state.agent.params, state.obs, act_key, epsilon)
+        epsilon = epsilon_at(config, env_steps, hyper)
+        action, act_state = learner.act(state.agent.params, state.act_state, state.obs, all_legal(n, env.num_actions),
+                                        act_key, epsilon, hyper)
         next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(
             jax.random.split(env_key, n), state.env_state, action
         )
         # final_obs is the true successor (also after a truncation); next_obs may be a reset.
         fresh = Batch(obs=state.obs, action=action, reward=reward, next_obs=final_obs, terminated=terminated,
                       episode_end=terminated | truncated)
-        agent, metrics = learner.learn(state.agent, fresh, env_steps, learn_key)
+        agent, metrics = learner.learn(state.agent, fresh, env_steps, learn_key, hyper)
 
         episode_return = state.episode_return + reward
         done = terminated | truncated
@@ -128,6 +136,7 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
             key=key,
             env_steps=state.env_steps + n,
             episode_return=jnp.where(done, 0.0, episode_return),
+            act_state=act_state,
         )
         return new_state, output
 
@@ -135,15 +144,11 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
               hyper: dict[str, jax.Array] | None = None) -> tuple[TrainState, ChunkOutput]:
         """`iterations` iterations from env step `start_step` (default: the state's own counter).
 
-        `hyper` overrides the config's vmappable hyperparameters (see `hyperparameters`) with
+        `hyper` overrides the config's vmappable hyperparameters (see `hyper_arrays`) with
         arrays, so one compiled chunk serves every value: vmapped, a sweep's configurations.
         """
         start = state.env_steps if start_step is None else start_step
-        run_config, run_learner = config, learner
-        if hyper:
-            run_config = config.replace(**hyper)
-            run_learner = make_learner(agent, run_config, env)
-        return jax.lax.scan(functools.partial(iteration, run_config, run_learner), state,
+        return jax.lax.scan(functools.partial(iteration, hyper or None), state,
                             start + n * jnp.arange(iterations, dtype=jnp.int32))
 
     def evaluate(params: Any, key: jax.Array, episodes: int) -> jax.Array:
@@ -162,7 +167,8 @@ def make_program(config: RunConfig, env: JaxEnv, agent: str = "dqn") -> Program:
 
         def step(carry):
             t, obs, env_state, returns, alive = carry
-            action = evaluation_action(config, learner, params, obs, jax.random.fold_in(act_key, t))
+            action = evaluation_action(config, learner, params, obs, jax.random.fold_in(act_key, t),
+                                       all_legal(episodes, env.num_actions))
             step_keys = jax.random.split(jax.random.fold_in(loop_key, t), episodes)
             obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(step_keys, env_state, action)
             returns = returns + jnp.where(alive, reward, 0.0)
@@ -219,7 +225,7 @@ class Compiled:
         self.program = program
         self.num_seeds = num_seeds
         if hypers is None:
-            hypers = {k: np.repeat(v, num_seeds) for k, v in hyperparameters(program.config).items()}
+            hypers = {k: np.repeat(v, num_seeds) for k, v in hyper_arrays(program.config).items()}
         self.compile_seconds = 0.0
         self._chunks: dict[int, Any] = {}
         self._evals: dict[int, Any] = {}

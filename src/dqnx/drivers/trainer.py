@@ -20,10 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dqnx.agents import make_learner
 from dqnx.config import RunConfig
 from dqnx.drivers import jax_loop, make_driver
 from dqnx.envs import Env
 from dqnx.errors import Interrupted, UsageError
+from dqnx.protocols import Learner
 from dqnx.runs.run_dir import RunDir
 from dqnx.runs.tensorboard import TensorBoardLog
 
@@ -115,6 +117,7 @@ def train_run(
     seeds: list[int],
     *,
     agent: str = "dqn",
+    learner: Learner | None = None,
     resume: bool = False,
     reporter: Reporter | None = None,
     stop_when_solved: bool = False,
@@ -124,6 +127,7 @@ def train_run(
 ) -> dict[str, Any]:
     """Train `seeds` side by side in `run`, or continue it; returns the summary.
 
+    learner: the agent's Learner if the caller has built it already (it is built once per run).
     tensorboard: also write the metrics as TensorBoard event files (runs/tensorboard.py).
     hypers: per-seed values of vmappable hyperparameters (dqnx.sweep's members; `seeds` may
     then repeat a seed, one entry per member).
@@ -132,15 +136,15 @@ def train_run(
     which is how a tuner prunes.
     """
     reporter = reporter or Reporter()
-    compiled = make_driver(config, env, agent, seeds, hypers)
+    driver = make_driver(config, env, learner if learner is not None else make_learner(agent, config, env), seeds, hypers)
     try:
-        return _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard, on_eval)
+        return _train(run, env, config, seeds, driver, agent, resume, reporter, stop_when_solved, tensorboard, on_eval)
     finally:
-        compiled.close()
+        driver.close()
 
 
-def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when_solved, tensorboard, on_eval) -> dict[str, Any]:
-    state = compiled.init_states(seeds)
+def _train(run, env, config, seeds, driver, agent, resume, reporter, stop_when_solved, tensorboard, on_eval) -> dict[str, Any]:
+    state = driver.init_states(seeds)
     best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
     progress = Progress.fresh(len(seeds))
     if resume:
@@ -153,17 +157,17 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
         run.set_total_steps(config.total_steps)  # resume may extend a run; only after its checkpoint loaded
         run.remove_summary()  # a new one is written at the end; a stale one must not outlive the resume
     # From here on state and best_params are laid out for the program (on its devices, maybe
-    # padded with copies of a seed: jax_loop.Compiled); files get compiled.real(...) of them.
-    state, best_params = compiled.place((state, best_params))
+    # padded with copies of a seed: jax_loop.Compiled); files get driver.real(...) of them.
+    state, best_params = driver.place((state, best_params))
 
     threshold = env.solve_threshold
     last_checkpoint = progress.env_steps
     started = time.perf_counter() - progress.wall_seconds
-    compile_before = compiled.compile_seconds
+    compile_before = driver.compile_seconds
     reporter.start(config.total_steps, progress.env_steps)
 
     def checkpoint() -> None:
-        real_state, real_best = compiled.real((state, best_params))
+        real_state, real_best = driver.real((state, best_params))
         run.save_checkpoint((real_state, real_best), {"progress": asdict(progress)})
         run.save_weights("last", real_state.agent.params, {"env_steps": progress.env_steps})
 
@@ -176,11 +180,11 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
             while progress.env_steps < config.total_steps:
                 chunk_start = time.perf_counter()
                 iterations = jax_loop.chunk_iterations(config, progress.env_steps)
-                state, output = compiled.chunk(state, iterations, progress.env_steps)
+                state, output = driver.chunk(state, iterations, progress.env_steps)
                 chunk_stats = jax_loop.summarize_chunk(output)
                 progress.recent_returns = _remember_returns(progress.recent_returns, jax.device_get(output.finished_return))
                 progress.env_steps = int(jax.device_get(state.env_steps[0]))
-                returns = compiled.evaluate(
+                returns = driver.evaluate(
                     state.agent.params,
                     jax_loop.eval_keys(seeds, jax_loop.PERIODIC_EVAL_STREAM, progress.env_steps),
                     config.eval_episodes,
@@ -189,7 +193,7 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                 wall = time.perf_counter() - started
                 improved = np.array([b is None or m > b for m, b in zip(eval_mean, progress.best_return)])
                 if improved.any():
-                    mask = np.pad(improved, (0, compiled.padding))  # a pad seed's best_params never reach a file
+                    mask = np.pad(improved, (0, driver.padding))  # a pad seed's best_params never reach a file
                     best_params = jax_loop.select_where(mask, state.agent.params, best_params)
                 for i, mean in enumerate(eval_mean):
                     if improved[i]:
@@ -198,13 +202,13 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
                         progress.steps_to_solve[i] = progress.env_steps
                         progress.seconds_to_solve[i] = round(wall, 3)
                 if improved.any():
-                    run.save_weights("best", compiled.real(best_params), {"env_steps": progress.best_step, "eval_mean_return": progress.best_return})
+                    run.save_weights("best", driver.real(best_params), {"env_steps": progress.best_step, "eval_mean_return": progress.best_return})
 
                 seconds = time.perf_counter() - chunk_start
                 steps_per_second = iterations * config.num_envs / max(seconds, 1e-9)
                 progress.wall_seconds = wall
-                progress.compile_seconds += compiled.compile_seconds - compile_before
-                compile_before = compiled.compile_seconds
+                progress.compile_seconds += driver.compile_seconds - compile_before
+                compile_before = driver.compile_seconds
                 updates = np.asarray(jax.device_get(state.agent.updates))
                 rows = []
                 for i, seed in enumerate(seeds):
@@ -250,7 +254,7 @@ def _train(run, env, config, seeds, compiled, agent, resume, reporter, stop_when
         reporter.stop()
 
     try:
-        final = compiled.evaluate(
+        final = driver.evaluate(
             best_params,
             jax_loop.eval_keys(seeds, jax_loop.FINAL_EVAL_STREAM, 0),
             config.final_eval_episodes,

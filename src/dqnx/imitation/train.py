@@ -153,7 +153,7 @@ def imitate(
         logits = learner.q_values(params, obs)
         return cross_entropy(logits, actions), accuracy(logits, actions)
 
-    compiled = make_driver(cfg, env, "imitation", [seed])  # evaluates in the env: compiled loop or host loop
+    compiled = make_driver(cfg, env, learner, [seed])  # evaluates in the env: compiled loop or host loop
 
     def env_returns(params: Any, stream: int, step: int, episodes: int) -> np.ndarray:
         stacked = jax.tree.map(lambda x: x[None], params)

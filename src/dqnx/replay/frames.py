@@ -27,7 +27,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from dqnx.agents import Batch
+from dqnx.protocols import Batch
 
 # Sampling redraws slots that hold no complete transition, at most this many rounds.
 _MAX_REDRAWS = 32

@@ -10,7 +10,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from dqnx.agents import Batch
+from dqnx.protocols import Batch
 
 
 @flax.struct.dataclass

@@ -121,7 +121,7 @@ class Group:
 def plan_groups(configs: list[RunConfig], seeds: list[int], vmapped: bool = True) -> list[Group]:
     """Group configurations by their static fields (all but VMAPPABLE); with vmapped=False
     (the Gymnasium host loop) every configuration is its own group."""
-    from dqnx.drivers.jax_loop import hyperparameters
+    from dqnx.drivers.jax_loop import hyper_arrays
 
     by_static: dict[Any, list[int]] = {}
     for index, config in enumerate(configs):
@@ -132,7 +132,7 @@ def plan_groups(configs: list[RunConfig], seeds: list[int], vmapped: bool = True
         members = [(i, seed) for i in indices for seed in seeds]
         hypers = None
         if vmapped:
-            per_config = {i: hyperparameters(configs[i]) for i in indices}
+            per_config = {i: hyper_arrays(configs[i]) for i in indices}
             hypers = {name: np.stack([per_config[i][name] for i, _ in members]) for name in per_config[indices[0]]}
         groups.append(Group(config=configs[indices[0]], config_indices=indices, hypers=hypers, members=members))
     return groups
