@@ -6,6 +6,8 @@
     study = dqnx.tune("CartPole-v1", trials=32)
     agent = dqnx.load(run.path)
     print(dqnx.evaluate(agent))
+    dqnx.export(run.path, format="onnx", out="policy.onnx")   # pip install "dqnx[export]"
+    dqnx.serve(run.path, port=8000)                            # pip install "dqnx[serve]"
 
 The heavy imports (JAX, gymnax) happen on first use, so `dqnx --help` stays quick.
 """
@@ -13,7 +15,7 @@ The heavy imports (JAX, gymnax) happen on first use, so `dqnx --help` stays quic
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["train", "sweep", "tune", "load", "evaluate", "DQNConfig", "UsageError", "__version__"]
+__all__ = ["train", "sweep", "tune", "load", "evaluate", "export", "serve", "DQNConfig", "UsageError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,6 +23,14 @@ def __getattr__(name: str) -> Any:
         from dqnx import api
 
         return getattr(api, name)
+    if name == "export":
+        from dqnx.deploy.export import export
+
+        return export
+    if name == "serve":
+        from dqnx.deploy.serve import serve
+
+        return serve
     if name == "DQNConfig":
         from dqnx.config import DQNConfig
 

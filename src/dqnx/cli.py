@@ -1,4 +1,4 @@
-"""The `dqnx` command: train, sweep, tune, eval, show, plot, record, report, envs, dataset, imitate.
+"""The `dqnx` command: train, sweep, tune, eval, show, plot, record, report, envs, dataset, imitate, export, serve.
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback),
 1 on a failure while running, 130 when interrupted (a checkpoint is saved first).
@@ -322,6 +322,49 @@ def imitate(
         _err(f"last epoch: test accuracy {s['test_accuracy']:.3f}; greedy return of the best weights (epoch "
              f"{s['best_epoch']}) over {s['eval_episodes']} fresh episodes: {s['eval_mean_return']:.1f} ± {s['eval_std_return']:.1f}")
     typer.echo(str(run.path))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `dqnx train`."),
+    format: str = typer.Option(..., "--format", help="onnx (for onnxruntime and other ONNX runtimes) or stablehlo (jax.export; metadata in FILE.json)."),
+    out: Path = typer.Option(..., "--out", help="The model file to write, e.g. policy.onnx."),
+    weights: str = typer.Option("best", "--weights", help="'best' (highest periodic evaluation) or 'last'."),
+    seed_index: int = typer.Option(0, "--seed-index", help="Which trained seed of a multi-seed run to export (0 = the first)."),
+) -> None:
+    """Export the greedy Q-function (observation [, action_mask] -> q_values, action), checked against dqnx before it is kept."""
+    from dqnx.deploy.export import ExportCheckFailed, describe_check
+    from dqnx.deploy.export import export as export_run
+
+    try:
+        result = export_run(run_dir, format=format, out=out, weights=weights, seed_index=seed_index)
+    except ExportCheckFailed as e:
+        _err(f"error: {e}")
+        sys.exit(1)
+    _err(describe_check(result))
+    sidecar = f" (metadata: {result['sidecar']})" if result["sidecar"] else ""
+    typer.echo(f"wrote {result['path']}{sidecar}: {result['env_id']} {result['algorithm']}, seed {result['seed']}, "
+               f"{weights} weights, observation {result['observation_shape']} {result['observation_dtype']}, "
+               f"{result['num_actions']} actions")
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `dqnx train`."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (this machine only by default; 0.0.0.0 opens it to the network)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    weights: str = typer.Option("best", "--weights", help="'best' (highest periodic evaluation) or 'last'."),
+    seed_index: int = typer.Option(0, "--seed-index", help="Which trained seed of a multi-seed run to serve."),
+    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Larger request bodies get 413."),
+    max_batch: int = typer.Option(256, "--max-batch", help="Most observations per POST /act/batch request."),
+) -> None:
+    """Serve the greedy policy over HTTP: POST /act, POST /act/batch, GET / (the model), GET /health."""
+    from dqnx.deploy.serve import serve as serve_run
+
+    _err(f"dqnx: serving {run_dir} ({weights} weights, seed index {seed_index}) on http://{host}:{port} "
+         "- POST /act, POST /act/batch, GET /, GET /health; Ctrl+C stops")
+    serve_run(run_dir, host=host, port=port, weights=weights, seed_index=seed_index, max_body_bytes=max_body_bytes,
+              max_batch=max_batch)
 
 
 @app.command()

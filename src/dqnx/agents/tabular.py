@@ -48,8 +48,10 @@ def discretize(obs: jax.Array, low: jax.Array, high: jax.Array, bins: jax.Array)
     """
     fraction = (obs - low) / (high - low)
     cell = jnp.clip(jnp.floor(fraction * bins).astype(jnp.int32), 0, bins - 1)
-    strides = jnp.concatenate([jnp.cumprod(bins[::-1])[::-1][1:], jnp.ones(1, bins.dtype)])
-    return (cell * strides).sum(axis=-1)
+    row = cell[..., 0]
+    for i in range(1, cell.shape[-1]):  # Horner's scheme rather than cumprod strides: ONNX (opset < 26) has no CumProd
+        row = row * bins[i] + cell[..., i]
+    return row
 
 
 def table_layout(config: TabularConfig, env: Any) -> tuple[int, Any]:
