@@ -49,7 +49,7 @@ class SpecEnv:
 VECTOR = SpecEnv("Vector-v0", (4,), 3, obs_low=(-1.0, -2.0, -1.0, -2.0), obs_high=(1.0, 2.0, 1.0, 2.0))
 DISCRETE = SpecEnv("Discrete-v0", (5,), 2, num_states=5)
 ATARI = SpecEnv("ALE/Tiny-v5", (4, 36, 36), 4, obs_dtype="uint8", image_layout="CHW", frame_stack=4, atari=True)
-BOARD = SpecEnv("Board-MinAtar", (10, 10, 4), 3)
+BOARD = SpecEnv("Board-MinAtar", (10, 10, 4), 3, obs_dtype="bool", image_layout="HWC")  # bool in replay, float32 to the agent
 
 
 def untrained_agent(env: SpecEnv, algorithm: str = "dqn", config=None, seeds: int = 2) -> Agent:
@@ -78,7 +78,8 @@ NETWORKS = {
     "per_action_heads": (VECTOR, "dqn", dqn(q_head="per_action_heads")),
     "state_action": (VECTOR, "dqn", dqn(q_head="state_action")),
     "one_hot_states": (DISCRETE, "dqn", dqn()),
-    "board_mlp": (BOARD, "dqn", dqn()),
+    "board_mlp": (BOARD, "dqn", dqn(network="mlp")),
+    "minatar_small_cnn": (BOARD, "dqn", dqn(network="small_cnn")),
     "nature_cnn": (ATARI, "dqn", dqn(network="cnn")),
     "tabular_discrete": (DISCRETE, "tabular-q", TabularConfig()),
     "tabular_box": (VECTOR, "tabular-q", TabularConfig(bins=(3,))),
@@ -111,7 +112,7 @@ def test_export_matches_dqnx(name, tmp_path):
             exported = jax.export.deserialize(bytearray(out.read_bytes()))
             q, action = exported.call(obs, np.ones((CHECK_BATCH, env.num_actions), bool))
         assert meta["env_id"] == env.env_id and meta["num_actions"] == str(env.num_actions)
-        assert json.loads(meta["observation_shape"]) == list(env.obs_shape) and meta["observation_dtype"] == env.obs_dtype
+        assert json.loads(meta["observation_shape"]) == list(env.obs_shape) and meta["observation_dtype"] == ("uint8" if env.obs_dtype == "uint8" else "float32")
         if env.num_states:
             assert "one-hot" in meta["input_contract"]
         if env.atari:

@@ -118,6 +118,8 @@ def input_contract(env: Any, obs_dtype: str) -> str:
     if obs_dtype == "uint8":
         layout = getattr(env, "image_layout", None) or "HWC"
         return f"uint8 image [{shape}] ({layout}) as the environment returns it; pixels 0-255, scaled inside the model"
+    if getattr(env, "image_layout", None) is not None:
+        return f"float32 board [{shape}] ({env.image_layout}) per observation, its 0/1 cells as 0.0/1.0"
     return f"float32 array [{shape}] per observation, as the environment returns it (no normalisation)"
 
 
