@@ -10,9 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# dqnx records the environment code a user ran (dqnx.runs.trust) under $DQNX_HOME: the tests
+# keep their own record, never the user's, and subprocesses inherit it.
+os.environ["DQNX_HOME"] = tempfile.mkdtemp(prefix="dqnx-test-home-")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,8 +26,10 @@ from dqnx.config import RunConfig, build_config, config_class  # noqa: E402
 from dqnx.drivers import jax_loop, make_driver  # noqa: E402
 from dqnx.drivers.trainer import Reporter, train_run  # noqa: E402
 from dqnx.envs import Env, make_env, resolve_backend  # noqa: E402
+from dqnx.envs.source import SpacesEnv, check_params, describe_spaces, parse_wrapper, wrappers_from_data  # noqa: E402
 from dqnx.errors import UsageError  # noqa: E402
-from dqnx.runs.run_dir import RunDir, RunSpec, default_run_dir  # noqa: E402
+from dqnx.runs.run_dir import RunDir, RunSpec, default_run_dir, spaces_env  # noqa: E402
+from dqnx.runs.trust import require_trust  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,13 @@ def train(
     config: RunConfig | dict[str, Any] | None = None,
     config_file: str | Path | None = None,
     env_params: dict[str, Any] | None = None,
+    wrappers: list[Any] | None = None,
     out: str | Path | None = None,
     resume: str | Path | None = None,
     progress: bool | Reporter = False,
     stop_when_solved: bool = False,
     tensorboard: bool = True,
+    trust_env_code: bool = False,
 ) -> Run:
     """Train `agent` on `env_id` (or continue the run in `resume`) and return the finished Run.
 
@@ -83,12 +87,17 @@ def train(
     resume: a run directory to continue; a run trained on an instance or factory that its
     recorded id cannot rebuild takes the same kind of environment again as env_id.
     env_params: overrides of the environment's parameters, e.g. {"slip": 0.2}.
+    wrappers: Gymnasium wrappers applied in order, each 'module:callable', a dict {"target": ...,
+    "kwargs": {...}} or a dqnx.envs.source.Wrapper; a config_file's [[wrappers]] tables come after them.
+    trust_env_code: resuming a run whose environment needs code its files name (module:Class,
+    package:EnvId, wrappers) that this user did not create here: import and run that code.
     seeds > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
     tensorboard: also write TensorBoard event files under RUN_DIR/tensorboard/seed_<S>/.
     """
     if resume is not None:
         given = {"agent": agent != "dqn", "backend": backend is not None, "seed": seed != 0, "seeds": seeds != 1, "config": config is not None,
-                 "config_file": config_file is not None, "env_params": env_params is not None, "out": out is not None}
+                 "config_file": config_file is not None, "env_params": env_params is not None, "wrappers": bool(wrappers),
+                 "out": out is not None}
         if any(given.values()):
             names = ", ".join(name for name, set_ in given.items() if set_)
             raise UsageError(f"resume continues a run with its saved settings; drop {names} (only steps may extend it)")
@@ -107,7 +116,11 @@ def train(
             if steps != cfg.total_steps and getattr(cfg, "lr_schedule", "constant") != "constant":
                 raise UsageError(f"this run's {cfg.lr_schedule} learning-rate schedule is fixed by its total_steps; resume it without --steps")
             cfg = cfg.replace(total_steps=steps)
-        env = make_env(env_id if given_env else spec.env_id, None if given_env else spec.env_params, spec.backend)
+        if given_env:
+            env = make_env(env_id, None, spec.backend)
+        else:
+            require_trust(spec.source, str(run.path), trust_env_code, how="dqnx.train(env, resume=path)")
+            env = make_env(spec.env_id, spec.env_params, spec.backend, spec.wrappers)
     else:
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
@@ -115,17 +128,22 @@ def train(
         if agent == "imitation":
             raise UsageError("an imitation policy is trained from an expert's data: `dqnx dataset RUN_DIR ...` then `dqnx imitate TRAIN_FILE --test TEST_FILE`")
         chosen = resolve_backend(env_id, backend)
-        env = make_env(env_id, env_params, chosen)
+        env = make_env(env_id, _checked_params(env_params), chosen, _wrappers(wrappers, config_file))
         cfg = _resolve_config(_preset_id(env), agent, config, config_file, steps)
         settings = env.settings() if hasattr(env, "settings") else None
         spec = RunSpec(env_id=env.env_id, agent=agent, env_params=_stored_params(env, env_params),
-                       seeds=_seed_list(seed, seeds), config=cfg, backend=chosen, env_settings=settings)
+                       seeds=_seed_list(seed, seeds), config=cfg, backend=chosen, env_settings=settings,
+                       wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env))
     learner = make_learner(spec.agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
     if resume is None:
         jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and on networks that cannot take the observations
         if stop_when_solved and env.solve_threshold is None:
             raise UsageError(f"{env_id} has no solve threshold, so --until-solved would never stop; drop it")
         run = RunDir.create(out if out is not None else default_run_dir(env.env_id), spec)
+    if progress and getattr(env, "origin", None):
+        import sys
+
+        print(f"dqnx: {env.origin}", file=sys.stderr)  # which of module:Class and package:EnvId was read
     reporter = progress if isinstance(progress, Reporter) else (
         _rich_reporter(spec, run.path, resumed=resume is not None) if progress else None
     )
@@ -146,6 +164,7 @@ def sweep(
     config: RunConfig | dict[str, Any] | None = None,
     config_file: str | Path | None = None,
     env_params: dict[str, Any] | None = None,
+    wrappers: list[Any] | None = None,
     out: str | Path | None = None,
     ray: str | None = None,
     progress: bool = False,
@@ -162,7 +181,7 @@ def sweep(
     from dqnx.search import sweep as sweeps
 
     env, chosen, base, seed_list = _search_setup("sweep", env_id, agent, backend, env_params, config, config_file, steps,
-                                                 seed, seeds)
+                                                 seed, seeds, wrappers)
     parsed = sweeps.normalize_grid(grid, agent)
     clash = set(parsed) & {sweeps.ALIASES.get(k, k) for k in config} if isinstance(config, dict) else set()
     if clash:
@@ -199,6 +218,7 @@ def tune(
     config: RunConfig | dict[str, Any] | None = None,
     config_file: str | Path | None = None,
     env_params: dict[str, Any] | None = None,
+    wrappers: list[Any] | None = None,
     out: str | Path | None = None,
     storage: str | None = None,
     study_name: str | None = None,
@@ -232,7 +252,7 @@ def tune(
     if repeated := sorted({n for n in names if names.count(n) > 1}):
         raise UsageError(f"--param sets {repeated[0]} twice; give one range or list of choices per hyperparameter")
     env, chosen, base, seed_list = _search_setup("tune", env_id, agent, backend, env_params, config, config_file, steps,
-                                                 seed, seeds)
+                                                 seed, seeds, wrappers)
     learner = make_learner(agent, base, env)  # settings the agent cannot use fail before anything is written
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))
     tuning.check_space(space, base, agent, env)
@@ -253,14 +273,14 @@ def tune(
 
 
 def _search_setup(command: str, env_id: Any, agent: str, backend: str | None, env_params: dict[str, Any] | None,
-                  config: Any, config_file: Any, steps: int | None, seed: int, seeds: int):
+                  config: Any, config_file: Any, steps: int | None, seed: int, seeds: int, wrappers: list[Any] | None = None):
     """What sweep and tune share: the agent checked, the seeds, the env and the base config."""
     config_class(agent)
     if agent == "imitation":
         raise UsageError(f"imitation policies come from `dqnx imitate`; {command} dqn, rainbow, tabular-q, sarsa or linear-q")
     seed_list = _seed_list(seed, seeds)
     chosen = resolve_backend(env_id, backend)
-    env = make_env(env_id, env_params, chosen)
+    env = make_env(env_id, _checked_params(env_params), chosen, _wrappers(wrappers, config_file))
     return env, chosen, _resolve_config(_preset_id(env), agent, config, config_file, steps), seed_list
 
 
@@ -277,6 +297,28 @@ def _stored_params(env: Env, env_params: dict[str, Any] | None) -> dict[str, Any
     if getattr(env, "backend", "jax") == "gymnasium":
         return dict(env.params)
     return {name: getattr(env.params, name) for name in (env_params or {})}  # converted values
+
+
+def _checked_params(env_params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The user's env parameters, held to what config.json may record (JSON data, no code names)."""
+    return None if env_params is None else check_params(env_params, "env_params")
+
+
+def _wrappers(wrappers: list[Any] | None, config_file: Any) -> tuple:
+    """The wrappers given as arguments, then those of the config file's [[wrappers]] tables; what a
+    config file names is said on stderr, since building the env imports and runs it."""
+    given = wrappers_from_data([parse_wrapper(w) if isinstance(w, str) else w for w in (wrappers or [])])
+    from_file: tuple = ()
+    if config_file is not None:
+        from dqnx.config import read_toml_wrappers
+
+        from_file = wrappers_from_data(read_toml_wrappers(Path(config_file)), f"{config_file}: wrappers")
+        if from_file:
+            import sys
+
+            print(f"dqnx: {config_file} names wrappers, imported and applied in order: "
+                  f"{', '.join(str(w) for w in from_file)}", file=sys.stderr)
+    return given + from_file
 
 
 def _preset_id(env: Env) -> str:
@@ -353,17 +395,39 @@ def _q_function(agent: str, config: RunConfig, env: Env):
     return jax.jit(make_learner(agent, config, env).q_values)
 
 
-def load(run_dir: str | Path, weights: str = "best", env: Any = None) -> Agent:
+def load(run_dir: str | Path, weights: str = "best", env: Any = None, trust_env_code: bool = False) -> Agent:
     """Load a run's `best` (highest periodic greedy evaluation) or `last` weights.
 
     env: for a run trained on a Gymnasium instance or factory that its recorded id
-    cannot rebuild, pass the same kind of environment again.
+    cannot rebuild, pass the same kind of environment again; passing it also means
+    nothing the run directory names is imported.
+    trust_env_code: a run whose environment needs code its files name (module:Class,
+    package:EnvId, wrappers) and that this user did not create here is refused unless
+    this is True (see dqnx.runs.trust). load_weights needs neither.
     """
     if weights not in ("best", "last"):
         raise UsageError(f"weights must be 'best' or 'last', got {weights!r}")
     run = RunDir.open(run_dir)
     spec = run.read_config()
-    built = make_env(env if env is not None else spec.env_id, None if env is not None else spec.env_params, spec.backend)
+    if env is not None:
+        built = make_env(env, None, spec.backend)
+    else:
+        require_trust(spec.source, str(run.path), trust_env_code)
+        built = make_env(spec.env_id, spec.env_params, spec.backend, spec.wrappers)
+    return _load_agent(run, spec, built, weights)
+
+
+def load_weights(run_dir: str | Path, weights: str = "best") -> Agent:
+    """A run's weights on its recorded spaces only (config.json's "spaces"): Q-values and greedy
+    actions work, playing the environment does not. Imports nothing the run names, so it needs
+    neither the environment's package nor trust in its code (export and serving use this)."""
+    if weights not in ("best", "last"):
+        raise UsageError(f"weights must be 'best' or 'last', got {weights!r}")
+    run = RunDir.open(run_dir)
+    return _load_agent(run, run.read_config(), spaces_env(run.path), weights)
+
+
+def _load_agent(run: RunDir, spec: RunSpec, built: Any, weights: str) -> Agent:
     learner = make_learner(spec.agent, spec.config, built)
     keys = jnp.stack([jax_loop.seed_key(s) for s in spec.seeds])
     # Shapes only: building the real initial state would allocate the replay buffer.
@@ -374,15 +438,19 @@ def load(run_dir: str | Path, weights: str = "best", env: Any = None) -> Agent:
                  weights=weights, weights_info=info)
 
 
-def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weights: str = "best") -> dict[str, Any]:
-    """Greedy returns over `episodes` fresh episodes per trained seed.
+def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weights: str = "best",
+             trust_env_code: bool = False) -> dict[str, Any]:
+    """Greedy returns over `episodes` fresh episodes per trained seed (trust_env_code: as for load).
 
     Returns {'mean_return', 'std_return', 'episodes', 'weights', 'per_seed': [...]}.
     """
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
         raise UsageError(f"episodes must be a positive integer, got {episodes!r}")
     if not isinstance(agent, Agent):
-        agent = load(agent, weights=weights)
+        agent = load(agent, weights=weights, trust_env_code=trust_env_code)
+    if isinstance(agent.env, SpacesEnv):
+        raise UsageError("this agent was loaded from its recorded spaces only (load_weights); evaluating plays the "
+                         "environment: load it with dqnx.load(path) instead")
     driver = make_driver(agent.config, agent.env, make_learner(agent.algorithm, agent.config, agent.env), agent.seeds)
     try:
         keys = jax_loop.eval_keys([seed] * len(agent.seeds), jax_loop.USER_EVAL_STREAM, 0)

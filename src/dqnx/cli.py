@@ -35,9 +35,15 @@ def _check_steps_and_seeds(steps: Optional[int], seeds: int) -> None:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
 
 
+TRUST_HELP = ("Import and run the code the run directory names for its environment (module:Class, package:EnvId, "
+              "wrappers) even though it was not created here by you. Only for runs you trust.")
+WRAPPER_HELP = ("Gymnasium wrapper applied to the env, in order: --wrapper module:callable, keyword arguments as a JSON "
+                "object after '=': --wrapper 'gymnasium.wrappers:TimeLimit={\"max_episode_steps\": 100}' (repeatable).")
+
+
 @app.command()
 def train(
-    env_id: Optional[str] = typer.Argument(None, help="Environment: a gymnax id (see `dqnx envs`), a Gymnasium id (LunarLander-v3, ALE/Pong-v5) or module.path:EnvClass. Omit with --resume."),
+    env_id: Optional[str] = typer.Argument(None, help="Environment: a gymnax id (see `dqnx envs`), a Gymnasium id (LunarLander-v3, ALE/Pong-v5), module.path:EnvClass or package:EnvId (minigrid:MiniGrid-Empty-5x5-v0). Omit with --resume."),
     agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow (DQN with all its improvements), tabular-q, sarsa or linear-q (imitation policies come from `dqnx imitate`)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="jax (gymnax, compiled loop) or gymnasium (host loop); default: jax for gymnax's ids, else gymnasium."),
     num_envs: Optional[int] = typer.Option(None, "--num-envs", help="Environments stepped in parallel per seed (same as --set num_envs=N)."),
@@ -47,11 +53,13 @@ def train(
     set_: List[str] = typer.Option([], "--set", help="Override a hyperparameter: --set learning_rate=3e-4 (repeatable)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of hyperparameters, applied over the preset."),
     env_param: List[str] = typer.Option([], "--env-param", help="Override an environment parameter: --env-param slip=0.2 (repeatable)."),
+    wrapper: List[str] = typer.Option([], "--wrapper", help=WRAPPER_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/ENV-TIME)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly where it stopped."),
     until_solved: bool = typer.Option(False, "--until-solved", help="Stop once every seed's greedy evaluation reaches the solve threshold."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table; the run directory is still printed."),
     no_tensorboard: bool = typer.Option(False, "--no-tensorboard", help="Do not write TensorBoard event files (RUN_DIR/tensorboard/)."),
+    trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP),
 ) -> None:
     """Train an agent (DQN by default) and write a run directory (config, weights, metrics, summary)."""
     from dqnx.config import parse_set
@@ -61,8 +69,8 @@ def train(
     if seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed}")
     if resume is not None and (set_ or config is not None or out is not None or seeds != 1 or seed != 0 or env_param
-                               or agent != "dqn" or backend is not None or num_envs is not None):
-        raise UsageError("--resume continues a run with its saved settings; drop --agent, --backend, --num-envs, --set, --config, --env-param, --out, --seed and --seeds (only --steps may extend it)")
+                               or agent != "dqn" or backend is not None or num_envs is not None or wrapper):
+        raise UsageError("--resume continues a run with its saved settings; drop --agent, --backend, --num-envs, --set, --config, --env-param, --wrapper, --out, --seed and --seeds (only --steps may extend it)")
     if num_envs is not None and num_envs <= 0:
         raise UsageError(f"--num-envs must be at least 1, got {num_envs}")
     overrides = parse_set(set_)
@@ -77,6 +85,7 @@ def train(
         agent=agent,
         backend=backend,
         env_params=env_params or None,
+        wrappers=list(wrapper) or None,
         steps=steps,
         seed=seed,
         seeds=seeds,
@@ -87,6 +96,7 @@ def train(
         progress=not quiet,
         stop_when_solved=until_solved,
         tensorboard=not no_tensorboard,
+        trust_env_code=trust_env_code,
     )
     if not quiet:
         from dqnx.ui import print_summary
@@ -111,6 +121,7 @@ def sweep(
     set_: List[str] = typer.Option([], "--set", help="Override a hyperparameter of every configuration: --set batch_size=128."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of hyperparameters, applied over the preset."),
     env_param: List[str] = typer.Option([], "--env-param", help="Override an environment parameter (repeatable)."),
+    wrapper: List[str] = typer.Option([], "--wrapper", help=WRAPPER_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory to create (default: sweeps/ENV-TIME)."),
     ray: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; the sweep directory is still printed."),
@@ -127,7 +138,8 @@ def sweep(
     parsed = parse_grid(grid, agent)
     result = api.sweep(env_id, parsed, agent=agent, backend=backend, steps=steps, seed=seed, seeds=seeds,
                        config=parse_set(set_) or None, config_file=config,
-                       env_params=parse_set(env_param, option="--env-param") or None, out=out, ray=ray, progress=not quiet)
+                       env_params=parse_set(env_param, option="--env-param") or None, wrappers=list(wrapper) or None,
+                       out=out, ray=ray, progress=not quiet)
     if not quiet:
         from dqnx.ui import print_sweep
 
@@ -150,6 +162,7 @@ def tune(
     set_: List[str] = typer.Option([], "--set", help="Fix a hyperparameter of every trial: --set batch_size=128."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of hyperparameters, applied over the preset."),
     env_param: List[str] = typer.Option([], "--env-param", help="Override an environment parameter (repeatable)."),
+    wrapper: List[str] = typer.Option([], "--wrapper", help=WRAPPER_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Study directory (default: tune/ENV): study.db, best.toml, trials.csv."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name in the storage (default: ENV-AGENT)."),
@@ -165,7 +178,8 @@ def tune(
 
     result = api.tune(env_id, trials=trials, params=param or None, batch=batch, objective=objective, agent=agent,
                       backend=backend, steps=steps, seed=seed, seeds=seeds, config=parse_set(set_) or None,
-                      config_file=config, env_params=parse_set(env_param, option="--env-param") or None, out=out,
+                      config_file=config, env_params=parse_set(env_param, option="--env-param") or None,
+                      wrappers=list(wrapper) or None, out=out,
                       storage=storage, study_name=study_name, ray=ray, progress=not quiet)
     if not quiet:
         from dqnx.ui import print_tune
@@ -181,6 +195,7 @@ def eval_(
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation episodes."),
     weights: str = typer.Option("best", "--weights", help="'best' (highest periodic evaluation) or 'last'."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: mean_return, std_return, episodes, ..."),
+    trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP),
 ) -> None:
     """Evaluate a trained agent greedily on fresh episodes."""
     from dqnx.errors import UsageError
@@ -191,7 +206,7 @@ def eval_(
         raise UsageError(f"--seed must be a non-negative integer, got {seed}")
     from dqnx import api
 
-    result = api.evaluate(run_dir, episodes=episodes, seed=seed, weights=weights)
+    result = api.evaluate(run_dir, episodes=episodes, seed=seed, weights=weights, trust_env_code=trust_env_code)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -211,12 +226,20 @@ def show(
     weights: str = typer.Option("best", "--weights", help="'best' or 'last'."),
     seed_index: int = typer.Option(0, "--seed-index", help="Which seed of a multi-seed run."),
     max_rows: int = typer.Option(40, "--max-rows", help="Print the whole Q-table up to this many states; summarize beyond."),
+    trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP + " (Only runs that record no spaces need it.)"),
 ) -> None:
     """Show what an agent learned: its Q-table (tabular agents) or its parameters."""
     from dqnx import api
     from dqnx.inspect import show_agent
 
-    show_agent(api.load(run_dir, weights=weights), seed_index=seed_index, max_rows=max_rows)
+    from dqnx.runs.run_dir import RunDir
+
+    # Showing weights plays nothing: the recorded spaces suffice, so no code the run names is imported
+    # (runs written before spaces were recorded build their environment, under the usual trust check).
+    recorded = RunDir.open(run_dir).read_config().spaces is not None
+    agent = api.load_weights(run_dir, weights=weights) if recorded else api.load(run_dir, weights=weights,
+                                                                                   trust_env_code=trust_env_code)
+    show_agent(agent, seed_index=seed_index, max_rows=max_rows)
 
 
 @app.command()
@@ -225,11 +248,12 @@ def plot(
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for the PNGs (default: RUN_DIR/plots; required for several runs)."),
     episodes: int = typer.Option(5, "--episodes", help="Fresh greedy episodes per trained seed for the Q-vs-return plot."),
     seed: int = typer.Option(0, "--seed", help="Seed of those episodes."),
+    trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP),
 ) -> None:
     """Plot return vs env steps, loss vs updates, and predicted Q vs observed return (PNG files)."""
     from dqnx.viz.plots import make_plots
 
-    for path in make_plots(run_dirs, out=out, episodes=episodes, seed=seed):
+    for path in make_plots(run_dirs, out=out, episodes=episodes, seed=seed, trust_env_code=trust_env_code):
         typer.echo(str(path))
 
 
@@ -241,11 +265,12 @@ def record(
     seed: int = typer.Option(0, "--seed", help="Seed of the recorded episodes."),
     weights: str = typer.Option("best", "--weights", help="'best' or 'last'."),
     fps: int = typer.Option(50, "--fps", help="Frames per second (one frame per env step)."),
+    trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP),
 ) -> None:
     """Record the trained agent playing (first seed's weights), the episode return drawn on the frames."""
     from dqnx.viz.record import record as record_run
 
-    result = record_run(run_dir, out, episodes=episodes, seed=seed, weights=weights, fps=fps)
+    result = record_run(run_dir, out, episodes=episodes, seed=seed, weights=weights, fps=fps, trust_env_code=trust_env_code)
     returns = ", ".join(f"{r:g}" for r in result["returns"])
     _err(f"recorded {len(result['returns'])} episode(s), return {returns}, {result['frames']} frames")
     typer.echo(str(result["path"]))
@@ -257,11 +282,12 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write (default: RUN_DIR/report.html)."),
     episodes: int = typer.Option(5, "--episodes", help="Fresh greedy episodes per trained seed for the Q-vs-return plot."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fresh episodes (plot and recording)."),
+    trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP),
 ) -> None:
     """Write one self-contained HTML page: config, summary, evaluation, plots and a recording."""
     from dqnx.viz.report import write_report
 
-    typer.echo(str(write_report(run_dir, out=out, episodes=episodes, seed=seed)))
+    typer.echo(str(write_report(run_dir, out=out, episodes=episodes, seed=seed, trust_env_code=trust_env_code)))
 
 
 @app.command()
@@ -272,11 +298,12 @@ def dataset(
     seed: int = typer.Option(0, "--seed", help="Seed of the episodes; different seeds give disjoint episodes (train vs test)."),
     weights: str = typer.Option("best", "--weights", help="The expert's 'best' or 'last' weights."),
     seed_index: int = typer.Option(0, "--seed-index", help="Which seed of a multi-seed expert run."),
+    trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP),
 ) -> None:
     """Write an expert's greedy (state, action) pairs to a CSV or Parquet file, for `dqnx imitate`."""
     from dqnx.imitation.dataset import make_dataset
 
-    meta = make_dataset(run_dir, samples, out, seed=seed, weights=weights, seed_index=seed_index)
+    meta = make_dataset(run_dir, samples, out, seed=seed, weights=weights, seed_index=seed_index, trust_env_code=trust_env_code)
     expert = meta["expert"]
     mean = expert["mean_return_complete_episodes"]
     _err(f"{meta['samples']} rows from {meta['episodes']} episode{'s' if meta['episodes'] != 1 else ''} of {meta['env_id']}"
@@ -296,6 +323,7 @@ def imitate(
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the minibatch order."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (default: runs/ENV-imitation-TIME)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch lines; the run directory is still printed."),
+    trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP),
 ) -> None:
     """Train a classifier policy on an expert's dataset (cross-entropy); `dqnx eval` then runs it in the env."""
     from dqnx.config import coerce_scalar, parse_set
@@ -316,7 +344,8 @@ def imitate(
             line += f" | env return {row['eval_mean_return']:.1f}"
         _err(line)
 
-    run = run_imitation(train_file, test, config=overrides, seed=seed, out=out, on_epoch=None if quiet else report)
+    run = run_imitation(train_file, test, config=overrides, seed=seed, out=out, on_epoch=None if quiet else report,
+                        trust_env_code=trust_env_code)
     s = run.summary
     if not quiet:
         _err(f"last epoch: test accuracy {s['test_accuracy']:.3f}; greedy return of the best weights (epoch "
@@ -402,7 +431,9 @@ def envs() -> None:
             table.add_row(env_id, escape(family), "-" if threshold is None else f"{threshold:g}",
                           ", ".join(a for a in CONFIGS if preset_path(preset_id, a)) or "-")
     console.print(table)
-    console.print("Ids gymnax also has train on JAX unless --backend gymnasium; your own env: module.path:EnvClass.")
+    console.print("Ids gymnax also has train on JAX unless --backend gymnasium; your own env: module.path:EnvClass; "
+                  "another package's: package:EnvId (e.g. minigrid:MiniGrid-Empty-5x5-v0 --wrapper "
+                  "minigrid.wrappers:ImgObsWrapper --wrapper gymnasium.wrappers:FlattenObservation).")
 
 
 def _minatar_table(console) -> None:

@@ -417,7 +417,31 @@ def preset_path(env_id: str, agent: str = "dqn") -> Path | None:
     return Path(str(path)) if path.is_file() else None
 
 
+# Top-level keys of a config file that describe the environment rather than hyperparameters.
+ENV_KEYS = ("wrappers",)
+
+
 def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's hyperparameters, flattened (the environment's keys, ENV_KEYS, left out)."""
+    data = _load_toml(path)
+    # Presets may group values in tables ([dqn], [exploration], ...) for readability.
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ENV_KEYS:
+            continue
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def read_toml_wrappers(path: Path) -> Any:
+    """A config file's [[wrappers]] tables (target = "module:callable", kwargs = {...}), unchecked."""
+    return _load_toml(path).get("wrappers")
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -429,14 +453,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"config file {path} cannot be read ({e.strerror}); check its permissions") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path} is not valid TOML ({e}); fix the file") from None
-    # Presets may group values in tables ([dqn], [exploration], ...) for readability.
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return flat
+    return data
 
 
 def parse_set(items: list[str], option: str = "--set") -> dict[str, str]:

@@ -28,6 +28,8 @@ def is_jax_id(env_id: str) -> bool:
     """Whether gymnax (or dqnx's toy envs) provide `env_id`."""
     from dqnx.envs.gymnax_env import UNSUPPORTED
 
+    if ":" in env_id:  # module:Class and package:EnvId name other packages' code, never gymnax's ids
+        return False
     return env_id in UNSUPPORTED or any(env_id in family for family in DISCRETE_ENVS.values()) or env_id.endswith(
         ("-bsuite", "-misc", "-MinAtar")
     )
@@ -48,13 +50,19 @@ def resolve_backend(env: Any, backend: str | None = None) -> str:
     return "jax" if is_jax_id(env) else "gymnasium"
 
 
-def make_env(env: Any, env_params: dict | None = None, backend: str | None = None) -> Env:
-    """Build the environment behind `env` (an id, or for Gymnasium an instance or factory), or raise UsageError."""
+def make_env(env: Any, env_params: dict | None = None, backend: str | None = None, wrappers: Any = ()) -> Env:
+    """Build the environment behind `env` (an id, or for Gymnasium an instance or factory), or raise UsageError.
+
+    wrappers: Gymnasium wrappers (dqnx.envs.source.Wrapper or {"target", "kwargs"} dicts), applied in order.
+    """
     if resolve_backend(env, backend) == "jax":
+        if wrappers:
+            raise UsageError(f"--wrapper applies to Gymnasium environments; {env} trains on the JAX backend "
+                             "(add --backend gymnasium to wrap its Gymnasium version)")
         return make_gymnax(env, env_params)
     from dqnx.envs.gymnasium_env import make_gymnasium
 
-    return make_gymnasium(env, env_params)
+    return make_gymnasium(env, env_params, wrappers)
 
 
 __all__ = ["BACKENDS", "DISCRETE_ENVS", "Env", "JaxEnv", "SOLVE_THRESHOLDS", "is_jax_id", "make_env", "resolve_backend"]

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dqnx.envs.source import Wrapper, check_env_id, wrappers_from_data
 from dqnx.errors import UsageError
 
 # Evaluation episodes of an environment without a time limit are cut after this many steps.
@@ -63,6 +64,8 @@ class GymEnv:
     atari: bool = False
     frame_stack: int = 0  # > 0: observations stack this many frames on axis 0 (replay stores each frame once)
     image_layout: str | None = None  # 'CHW' or 'HWC' for image observations, else None
+    wrappers: tuple[Wrapper, ...] = ()  # the user's wrappers, applied inside `factory` in this order
+    origin: str | None = None  # how an id that names code was read (module:Class or package:EnvId), for the user
     backend: str = field(default="gymnasium", init=False)
 
     def make(self, *, train: bool = True, render_mode: str | None = None) -> Any:
@@ -138,28 +141,35 @@ def register_atari() -> None:
     gym.register_envs(ale_py)
 
 
-def make_gymnasium(env: Any, env_params: dict[str, Any] | None = None) -> GymEnv:
-    """Describe a Gymnasium environment given as an id, 'module.path:EnvClass', an instance or a factory."""
+def make_gymnasium(env: Any, env_params: dict[str, Any] | None = None, wrappers: Any = ()) -> GymEnv:
+    """Describe a Gymnasium environment given as an id, 'module.path:EnvClass', 'package:EnvId', an
+    instance or a factory, with `wrappers` (Wrapper objects or their dicts) applied in order."""
     params = {k: parse_env_value(v) for k, v in (env_params or {}).items()}
+    wrappers = wrappers_from_data(wrappers)
     if isinstance(env, gym.Env):
         instance = env
         # A fresh copy per vector slot and per evaluation, so training never shares state.
         env_id = _instance_id(instance)
         if params:
             raise UsageError("env_params apply to environments dqnx builds; configure the instance you pass instead")
-        return _describe(env_id, lambda render_mode=None: copy.deepcopy(instance), params, probe=copy.deepcopy(instance))
+        probe = _wrapped(env_id, lambda render_mode=None: copy.deepcopy(instance), wrappers)
+        return _describe(env_id, probe, params, wrappers=wrappers)
     if callable(env) and not isinstance(env, str):
         factory = env
         env_id = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
-        return _describe(env_id, _kwargs_factory(env_id, factory, params), params)
+        return _describe(env_id, _wrapped(env_id, _kwargs_factory(env_id, factory, params), wrappers), params,
+                         wrappers=wrappers)
     if not isinstance(env, str) or not env:
         raise UsageError(f"an environment is an id string, a gymnasium.Env or a factory; got {type(env).__name__}")
-    env_id = env
+    env_id = check_env_id(env, "environment")
     if ":" in env_id and not registered(env_id):
-        return _describe(env_id, _kwargs_factory(env_id, _import_class(env_id), params), params)
+        factory, origin = _code_factory(env_id, params)
+        return _describe(env_id, _wrapped(env_id, factory, wrappers), params, wrappers=wrappers, origin=origin)
     if is_atari_id(env_id):
         if not registered(env_id):  # registers ale-py's ids first
             _unknown(env_id)
+        if wrappers:
+            raise UsageError("Atari environments get dqnx's standard preprocessing; --wrapper applies to other Gymnasium ids")
         from dqnx.envs.atari import describe_atari
 
         return describe_atari(env_id, params)
@@ -169,7 +179,79 @@ def make_gymnasium(env: Any, env_params: dict[str, Any] | None = None) -> GymEnv
     def factory(render_mode: str | None = None) -> Any:
         return gym.make(env_id, render_mode=render_mode, **params)
 
-    return _describe(env_id, checked_factory(env_id, factory), params)
+    return _describe(env_id, _wrapped(env_id, checked_factory(env_id, factory), wrappers), params, wrappers=wrappers)
+
+
+def _code_factory(env_id: str, params: dict[str, Any]) -> tuple[Callable[[str | None], Any], str]:
+    """Gymnasium's two conventions for an id naming a module, told apart after importing it:
+    'module.path:EnvClass' (an attribute that is a class or factory, called with env_params) and
+    'package:EnvId' (importing the package registered EnvId, which gymnasium.make builds)."""
+    module_name, _, attr = env_id.partition(":")
+    module = _import_module(module_name, env_id)
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+    is_factory = target is not None and target is not module and callable(target)
+    is_registered = attr in gym.envs.registry
+    if is_factory and is_registered:
+        raise UsageError(f"{env_id} is ambiguous: {module_name} has an attribute {attr} and registered the Gymnasium id "
+                         f"{attr}; register or name them differently")
+    if is_factory:
+        return _kwargs_factory(env_id, target, params), f"{env_id}: called {module_name}.{attr} (module:Class)"
+    if is_registered:
+
+        def factory(render_mode: str | None = None) -> Any:
+            return gym.make(attr, render_mode=render_mode, **params)
+
+        return checked_factory(env_id, factory), f"{env_id}: imported {module_name}, then made its registered id {attr} (package:EnvId)"
+    if target is not None:
+        raise UsageError(f"{env_id!r} is not a class or factory; give 'module.path:EnvClass' of a gymnasium.Env")
+    hint = ("; a run trained on an instance or factory takes it again: dqnx.load(path, env=...) or "
+            "dqnx.train(env, resume=path)") if "<" in attr else ""
+    ids = [i for i in gym.envs.registry if getattr(gym.envs.registry[i], "entry_point", None)
+           and str(gym.envs.registry[i].entry_point).startswith(module_name)]
+    close = difflib.get_close_matches(attr, ids, n=1)
+    did_you_mean = f"did you mean {module_name}:{close[0]}? " if close else ""
+    raise UsageError(f"module {module_name!r} has no {attr!r} (neither an attribute nor a Gymnasium id it registered); "
+                     f"{did_you_mean}give 'module.path:EnvClass' or 'package:EnvId'{hint}")
+
+
+def _import_module(module_name: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(f"cannot import {module_name!r} for {what!r} ({e}); install the package or put it on PYTHONPATH") from None
+
+
+def _wrapped(env_id: str, factory: Callable[[str | None], Any], wrappers: tuple[Wrapper, ...]) -> Callable[[str | None], Any]:
+    """`factory` with the user's wrappers applied in order, before dqnx checks the spaces; each
+    wrapper is imported here, so one that does not import or is not callable fails at once."""
+    if not wrappers:
+        return factory
+    resolved = []
+    for wrapper in wrappers:
+        module_name, _, attr = wrapper.target.partition(":")
+        target: Any = _import_module(module_name, f"wrapper {wrapper.target}")
+        for part in attr.split("."):
+            target = getattr(target, part, None)
+        if target is None or not callable(target):
+            raise UsageError(f"wrapper {wrapper.target} is {'missing' if target is None else 'not callable'}; give "
+                             "module.path:callable of a Gymnasium wrapper, e.g. gymnasium.wrappers:FlattenObservation")
+        resolved.append((wrapper, target))
+
+    def build(render_mode: str | None = None) -> Any:
+        env = factory(render_mode)
+        for wrapper, target in resolved:
+            try:
+                env = target(env, **wrapper.kwargs)
+            except (TypeError, ValueError, KeyError, AttributeError, AssertionError, gym.error.Error) as e:
+                raise UsageError(f"wrapper {wrapper} cannot wrap {env_id} ({type(e).__name__}: {e}); "
+                                 "check its keyword arguments and order") from None
+            if not isinstance(env, gym.Env):
+                raise UsageError(f"wrapper {wrapper.target} returned a {type(env).__name__}, not a gymnasium.Env")
+        return env
+
+    return build
 
 
 def _instance_id(instance: Any) -> str:
@@ -180,24 +262,6 @@ def _instance_id(instance: Any) -> str:
         return spec.id
     cls = type(instance)  # the outermost wrapper, or the env itself when unwrapped
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _import_class(env_id: str) -> Callable[..., Any]:
-    module_name, _, attr = env_id.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UsageError(f"cannot import {module_name!r} for {env_id!r} ({e}); is the module on PYTHONPATH?") from None
-    target = module
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-    if target is None:
-        hint = ("; a run trained on an instance or factory takes it again: dqnx.load(path, env=...) or "
-                "dqnx.train(env, resume=path)") if "<" in attr else ""
-        raise UsageError(f"module {module_name!r} has no {attr!r}; give 'module.path:EnvClass' of a gymnasium.Env{hint}")
-    if not callable(target):
-        raise UsageError(f"{env_id!r} is not a class or factory; give 'module.path:EnvClass' of a gymnasium.Env")
-    return target
 
 
 def _kwargs_factory(env_id: str, target: Callable[..., Any], params: dict[str, Any]) -> Callable[[str | None], Any]:
@@ -266,16 +330,21 @@ def action_count(env_id: str, space: Any) -> int:
     raise _space_error(env_id, f"{type(space).__name__} actions")
 
 
-def _describe(env_id: str, factory: Callable[[str | None], Any], params: dict[str, Any], probe: Any = None) -> GymEnv:
-    env = probe if probe is not None else factory(None)
+def _describe(env_id: str, factory: Callable[[str | None], Any], params: dict[str, Any], *,
+              wrappers: tuple[Wrapper, ...] = (), origin: str | None = None) -> GymEnv:
+    env = factory(None)
+    if wrappers:  # spaces errors name the wrappers that shaped them
+        env_id_as_built = f"{env_id} wrapped in {', '.join(w.target for w in wrappers)}"
+    else:
+        env_id_as_built = env_id
     try:
-        num_actions = action_count(env_id, env.action_space)
+        num_actions = action_count(env_id_as_built, env.action_space)
         obs_space = env.observation_space
         num_states = low = high = None
         layout = None
         if isinstance(obs_space, spaces.Discrete):
             if int(obs_space.start) != 0:
-                raise _space_error(env_id, f"Discrete observations starting at {obs_space.start}")
+                raise _space_error(env_id_as_built, f"Discrete observations starting at {obs_space.start}")
             num_states = int(obs_space.n)
             shape, dtype = (num_states,), np.dtype(np.float32)
         elif isinstance(obs_space, spaces.Box):
@@ -290,7 +359,7 @@ def _describe(env_id: str, factory: Callable[[str | None], Any], params: dict[st
         else:
             hint = " (flatten it with gymnasium.wrappers.FlattenObservation)" if isinstance(
                 obs_space, (spaces.Dict, spaces.Tuple, spaces.MultiDiscrete, spaces.MultiBinary)) else ""
-            raise _space_error(env_id, f"{type(obs_space).__name__} observations{hint}")
+            raise _space_error(env_id_as_built, f"{type(obs_space).__name__} observations{hint}")
         spec = getattr(env, "spec", None)
         max_steps = getattr(spec, "max_episode_steps", None) if spec is not None else None
         if max_steps is None and params.get("max_episode_steps") is not None:  # a TimeLimit added by the factory
@@ -299,11 +368,11 @@ def _describe(env_id: str, factory: Callable[[str | None], Any], params: dict[st
     finally:
         env.close()
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise _space_error(env_id, f"observations of shape {shape}")
+        raise _space_error(env_id_as_built, f"observations of shape {shape}")
     return GymEnv(
         env_id=env_id, factory=factory, params=params, obs_shape=shape, obs_dtype=dtype, num_actions=num_actions,
         max_episode_steps=max_steps, solve_threshold=None if threshold is None else float(threshold),
-        num_states=num_states, obs_low=low, obs_high=high, image_layout=layout,
+        num_states=num_states, obs_low=low, obs_high=high, image_layout=layout, wrappers=wrappers, origin=origin,
     )
 
 

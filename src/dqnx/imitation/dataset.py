@@ -33,7 +33,7 @@ import numpy as np
 
 from dqnx.envs import JaxEnv
 from dqnx.errors import UsageError
-from dqnx.runs.files import atomic_write_bytes, atomic_write_json
+from dqnx.runs.files import atomic_write_bytes, atomic_write_json, parse_json, read_json
 
 FORMAT = "dqnx-dataset/1"
 ACTION_COLUMN = "action"
@@ -61,6 +61,14 @@ class Dataset:
     @property
     def env_params(self) -> dict[str, Any]:
         return self.meta.get("env_params") or {}
+
+    @property
+    def source(self) -> Any:
+        """What builds the environment the rows come from (checked as data when the file was read)."""
+        from dqnx.envs.source import EnvSource, wrappers_from_data
+
+        return EnvSource(env_id=self.env_id, backend=self.meta.get("backend", "jax"), env_params=self.env_params,
+                         wrappers=wrappers_from_data(self.meta.get("wrappers")))
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -181,8 +189,9 @@ def _rollout_jax(env: JaxEnv, policy: Callable[[jax.Array], jax.Array], key: jax
 
 
 def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int = 0, weights: str = "best",
-                 seed_index: int = 0) -> dict[str, Any]:
-    """Roll out the greedy policy of the run in `run_dir` for `samples` steps and write them to `out`.
+                 seed_index: int = 0, trust_env_code: bool = False) -> dict[str, Any]:
+    """Roll out the greedy policy of the run in `run_dir` for `samples` steps and write them to `out`
+    (trust_env_code: as for dqnx.load).
 
     Returns the dataset's metadata (what the sidecar or the Parquet metadata holds).
     """
@@ -194,7 +203,7 @@ def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int =
     from dqnx import api
     from dqnx.agents import make_learner
 
-    agent = api.load(run_dir, weights=weights)
+    agent = api.load(run_dir, weights=weights, trust_env_code=trust_env_code)
     if not 0 <= seed_index < len(agent.seeds):
         raise UsageError(f"--seed-index must lie in [0, {len(agent.seeds) - 1}] for this {len(agent.seeds)}-seed run")
     params = jax.tree.map(lambda x: x[seed_index], agent.params)
@@ -210,7 +219,7 @@ def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int =
         "format": FORMAT,
         "env_id": agent.env_id,
         "backend": getattr(agent.env, "backend", "jax"),
-        "env_params": _spec_params(agent.run_dir),
+        **_spec_env(agent.run_dir),
         "obs_shape": list(agent.env.obs_shape),
         "num_actions": agent.env.num_actions,
         "columns": columns,
@@ -235,10 +244,12 @@ def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int =
     return meta
 
 
-def _spec_params(run_dir: Path) -> dict[str, Any]:
+def _spec_env(run_dir: Path) -> dict[str, Any]:
+    """The expert run's env parameters and wrappers, as its config.json records them."""
     from dqnx.runs.run_dir import RunDir
 
-    return RunDir.open(run_dir).read_config().env_params
+    spec = RunDir.open(run_dir).read_config()
+    return {"env_params": spec.env_params, "wrappers": [w.to_dict() for w in spec.wrappers]}
 
 
 def _index(value: Any, i: int) -> Any:
@@ -328,6 +339,11 @@ def _check_meta(meta: Any, where: str) -> dict[str, Any]:
             and all(isinstance(c, str) for c in columns) and columns[-1] == ACTION_COLUMN
             and isinstance(num_actions, int) and num_actions > 0 and isinstance(meta.get("env_params", {}), dict)):
         raise UsageError(f"{where} is corrupted (env_id, columns or num_actions missing or wrong); write the dataset again")
+    from dqnx.envs import BACKENDS
+    from dqnx.envs.source import env_source
+
+    # The fields that say how to build the environment, checked as data (nothing they name is imported here).
+    env_source(env_id, meta.get("backend", "jax"), meta.get("env_params"), meta.get("wrappers"), where, BACKENDS)
     return meta
 
 
@@ -355,11 +371,7 @@ def _read_csv(path: Path) -> Dataset:
     if not meta_path.is_file():
         raise UsageError(f"{path} has no {meta_path.name} beside it (it names the environment); "
                          "keep the two files together as `dqnx dataset` wrote them")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{meta_path} is not valid JSON ({e}); write the dataset again") from None
-    meta = _check_meta(meta, str(meta_path))
+    meta = _check_meta(read_json(meta_path, "dataset sidecar"), str(meta_path))
     expected = meta["columns"]
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -413,11 +425,7 @@ def _read_parquet(path: Path) -> Dataset:
     raw = (table.schema.metadata or {}).get(b"dqnx")
     if raw is None:
         raise UsageError(f"{path} has no dqnx metadata (it names the environment); write the dataset with `dqnx dataset`")
-    try:
-        meta = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: its dqnx metadata is not valid JSON ({e}); write the dataset again") from None
-    meta = _check_meta(meta, f"{path} (metadata)")
+    meta = _check_meta(parse_json(raw, f"{path} (dqnx metadata)"), f"{path} (metadata)")
     expected = meta["columns"]
     order = _check_header(path, list(table.column_names), expected, " (schema)")
     if table.num_rows == 0:

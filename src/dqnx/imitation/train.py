@@ -40,6 +40,7 @@ from dqnx.errors import UsageError  # noqa: E402
 from dqnx.imitation.dataset import Dataset, read_dataset  # noqa: E402
 from dqnx.runs.files import atomic_write_bytes  # noqa: E402
 from dqnx.runs.run_dir import METRICS, RunDir, RunSpec, default_run_dir  # noqa: E402
+from dqnx.runs.trust import require_trust  # noqa: E402
 
 METRIC_COLUMNS = [
     "epoch", "updates", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
@@ -71,10 +72,11 @@ def _shared_rows(train: Dataset, test: Dataset) -> int:
     return sum(row.tobytes() in seen for row in np.concatenate([test.obs, test.actions[:, None].astype(np.float32)], axis=1))
 
 
-def load_pair(train_file: str | Path, test_file: str | Path) -> tuple[Dataset, Dataset, Env]:
+def load_pair(train_file: str | Path, test_file: str | Path, trust_env_code: bool = False,
+              env: Any = None) -> tuple[Dataset, Dataset, Env]:
     """Both datasets, checked to come from the same environment and to be distinct; and that environment."""
     train, test = read_dataset(train_file), read_dataset(test_file)
-    if (train.env_id, train.env_params) != (test.env_id, test.env_params):
+    if train.source != test.source:
         raise UsageError(f"{test.path} comes from {test.env_id} {test.env_params or ''} but {train.path} from "
                          f"{train.env_id} {train.env_params or ''}; the test set must come from the same environment")
     if train.meta["columns"] != test.meta["columns"]:
@@ -82,7 +84,13 @@ def load_pair(train_file: str | Path, test_file: str | Path) -> tuple[Dataset, D
     if Path(train.path).resolve() == Path(test.path).resolve() or _same_source(train, test):
         raise UsageError(f"{test.path} holds the same episodes as {train.path}; the test set must be held out: "
                          "generate it with another --seed")
-    env = make_env(train.env_id, train.env_params, train.meta.get("backend", "jax"))
+    source = train.source
+    if env is not None:  # the user's own environment: nothing the files name is imported
+        env = make_env(env, None, source.backend)
+    else:
+        require_trust(source, str(train.path), trust_env_code,
+                      how="dqnx.imitation.train.imitate(train_file, test_file, env=...)")
+        env = make_env(source.env_id, source.env_params, source.backend, source.wrappers)
     features = int(np.prod(env.obs_shape))
     if train.obs.shape[1] != features or train.meta["num_actions"] != env.num_actions:
         raise UsageError(f"{train.path} has {train.obs.shape[1]} state columns and {train.meta['num_actions']} actions, but "
@@ -98,21 +106,28 @@ def imitate(
     seed: int = 0,
     out: str | Path | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    trust_env_code: bool = False,
+    env: Any = None,
 ) -> ImitationRun:
     """Train a classifier policy on `train_file`, measure it on `test_file`, write a run directory.
 
     config: an ImitationConfig, or a dict of overrides of its defaults (e.g. {"hidden_sizes": (256,)}).
     seed: initial weights and minibatch order. on_epoch: called with each metrics row.
+    trust_env_code: build an environment whose description in the dataset names code (module:Class,
+    package:EnvId, wrappers) that this user did not run here (see dqnx.runs.trust); or pass the
+    environment yourself as env (an id, a gymnasium.Env or a factory), and nothing the files name is imported.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
         raise UsageError(f"--seed must be an integer in [0, 2^31), got {seed!r}")
-    train, test, env = load_pair(train_file, test_file)
+    train, test, env = load_pair(train_file, test_file, trust_env_code, env)
     if isinstance(config, ImitationConfig):
         cfg = config.validate()
     else:
         cfg = build_config(env.env_id, overrides=dict(config or {}), agent="imitation")
+    from dqnx.envs.source import describe_spaces
+
     spec = RunSpec(env_id=env.env_id, agent="imitation", env_params=train.env_params, seeds=[seed], config=cfg,
-                   backend=getattr(env, "backend", "jax"))
+                   backend=getattr(env, "backend", "jax"), wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env))
     learner = make_learner("imitation", cfg, env)
     run = RunDir.create(out if out is not None else default_run_dir(f"{env.env_id}-imitation"), spec)
     atomic_write_bytes(run.path / METRICS, (",".join(METRIC_COLUMNS) + "\n").encode())

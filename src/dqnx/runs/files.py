@@ -20,9 +20,15 @@ from typing import Any
 import jax
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from dqnx.errors import UsageError
+
+
+# safetensors' dtype names as numpy dtypes (those dqnx writes; any other is a mismatch).
+_SAFETENSORS_DTYPES = {name: np.dtype(dt) for name, dt in {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
+    "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_}.items()}
 
 
 def _current_umask() -> int:
@@ -60,13 +66,47 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_json(path: Path, what: str) -> Any:
+# What dqnx writes stays far below these; a larger or deeper file is not one of ours.
+MAX_JSON_BYTES = 16 << 20
+MAX_JSON_DEPTH = 32
+
+
+def parse_json(text: str | bytes, where: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON text parsed with limits: too large, too deeply nested (a RecursionError in the parser
+    included) or invalid is a one-line UsageError naming `where`."""
+    if len(text) > MAX_JSON_BYTES:
+        raise UsageError(f"{where} is {len(text)} bytes, more than the {MAX_JSON_BYTES} a dqnx JSON file may hold; "
+                         "it was not written by dqnx")
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path} is missing; is {Path(path).parent} a dqnx run directory?") from None
+        data = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{where} nests deeper than Python can parse; it was not written by dqnx") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{what} {path} is corrupted ({e}); restore it or start a new run") from None
+        raise UsageError(f"{where} is corrupted ({e}); restore it or start a new run") from None
+    stack = [(data, 0)]
+    while stack:  # iteratively: checking depth must not recurse either
+        value, depth = stack.pop()
+        if depth > max_depth:
+            raise UsageError(f"{where} nests deeper than {max_depth} levels; it was not written by dqnx")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return data
+
+
+def read_json(path: Path, what: str) -> Any:
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise UsageError(f"{what} {path} is {path.stat().st_size} bytes, more than the {MAX_JSON_BYTES} a dqnx "
+                             "JSON file may hold; it was not written by dqnx")
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path} is missing; is {path.parent} a dqnx run directory?") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a directory, not a file; restore it") from None
+    return parse_json(text, f"{what} {path}")
 
 
 def flatten(tree: Any) -> dict[str, np.ndarray]:
@@ -106,11 +146,26 @@ def load_tree(path: Path, template: Any) -> tuple[Any, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path} is missing; is {path.parent} a dqnx run directory?")
+    expected = {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(template)[0]}
     try:
-        arrays = load_file(str(path))
-
         with safe_open(str(path), framework="numpy") as f:
-            metadata = json.loads((f.metadata() or {}).get("dqnx", "{}"))
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+            metadata = parse_json((f.metadata() or {}).get("dqnx", "{}"), f"{path} (metadata)")
+            # Shapes and dtypes from the header first, against what the config implies: a file
+            # whose tensors disagree is refused before any of its data is read.
+            stored = set(f.keys())
+            for name, leaf in expected.items():
+                if name not in stored:
+                    raise UsageError(f"{path} lacks tensor {name}; it was written by another configuration or program")
+                piece = f.get_slice(name)
+                shape, dtype = tuple(piece.get_shape()), _SAFETENSORS_DTYPES.get(piece.get_dtype())
+                want_shape = tuple(np.shape(leaf))
+                want_dtype = np.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype)
+                if shape != want_shape or dtype != want_dtype:
+                    raise UsageError(f"{path}: tensor {name} has shape {shape} {piece.get_dtype()}, the config expects "
+                                     f"{want_shape} {want_dtype}; was config.json edited?")
+            arrays = {name: f.get_tensor(name) for name in expected}
+    except (SafetensorError, OSError, ValueError) as e:
         raise UsageError(f"{path} is not a readable safetensors file ({e}); it is corrupted") from None
+    if not isinstance(metadata, dict):
+        raise UsageError(f"{path}: its dqnx metadata is not a JSON object; it is corrupted")
     return unflatten(template, arrays, path), metadata

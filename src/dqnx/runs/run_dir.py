@@ -24,8 +24,10 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from dqnx.config import RunConfig, from_dict
+from dqnx.config import RunConfig, config_class, from_dict
+from dqnx.envs.source import EnvSource, SpacesEnv, Wrapper, env_source
 from dqnx.errors import UsageError
+from dqnx.runs import trust
 from dqnx.runs.files import atomic_write_bytes, atomic_write_json, load_tree, read_json, save_tree
 
 FORMAT = "dqnx-run/1"
@@ -75,6 +77,14 @@ class RunSpec:
     # Every env parameter as the run resolved it (defaults included; JaxEnv.settings), so a
     # figure can state its settings; env_params holds only the overrides given.
     env_settings: dict[str, Any] | None = None
+    wrappers: tuple[Wrapper, ...] = ()  # Gymnasium wrappers applied in order (environment data, not hyperparameters)
+    spaces: dict[str, Any] | None = None  # dqnx.envs.source.describe_spaces of the env: weights load without it
+
+    @property
+    def source(self) -> EnvSource:
+        """What builds the environment: what trust is checked and keyed on."""
+        return EnvSource(env_id=self.env_id, backend=self.backend, env_params=dict(self.env_params),
+                         wrappers=tuple(self.wrappers))
 
 
 class RunDir:
@@ -101,6 +111,8 @@ class RunDir:
                 "agent": spec.agent,
                 "env_params": spec.env_params,
                 **({"env_settings": spec.env_settings} if spec.env_settings is not None else {}),
+                "wrappers": [w.to_dict() for w in spec.wrappers],
+                "spaces": spec.spaces,
                 "seeds": spec.seeds,
                 "config": spec.config.to_dict(),
                 "versions": package_versions(),
@@ -108,6 +120,7 @@ class RunDir:
             },
         )
         atomic_write_bytes(path / METRICS, (",".join(METRIC_COLUMNS) + "\n").encode())
+        trust.remember(spec.source)  # this user ran this code: reading the run back here needs no flag
         return run
 
     # --- reading ----------------------------------------------------------------------
@@ -123,23 +136,29 @@ class RunDir:
         return cls(path)
 
     def read_config(self) -> "RunSpec":
+        """config.json read as data: every field that reaches code is checked here (the env id's
+        grammar, env_params and wrapper arguments as JSON values, agent and backend names from
+        their registries); nothing it names is imported (dqnx.runs.trust decides that)."""
+        where = str(self.path / CONFIG)
         data = read_json(self.path / CONFIG, "run config")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise UsageError(f"{self.path / CONFIG} is not a dqnx run config (format {FORMAT}); was it written by dqnx?")
+            raise UsageError(f"{where} is not a dqnx run config (format {FORMAT}); was it written by dqnx?")
         try:
             env_id, seeds, values = data["env_id"], data["seeds"], data["config"]
-            agent, env_params = data.get("agent", "dqn"), data.get("env_params") or {}
-            backend = data.get("backend", "jax")
-            if not (isinstance(env_id, str) and isinstance(seeds, list) and seeds and isinstance(values, dict)
-                    and isinstance(agent, str) and isinstance(env_params, dict) and backend in ("jax", "gymnasium")):
+            agent = data.get("agent", "dqn")
+            if not (isinstance(seeds, list) and seeds and isinstance(values, dict) and isinstance(agent, str)
+                    and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in seeds)):
                 raise TypeError
-            seeds = [int(s) for s in seeds]
         except (KeyError, TypeError, ValueError):
-            raise UsageError(f"{self.path / CONFIG} is corrupted (env_id, seeds or config missing); restore it") from None
-        config = from_dict(values, str(self.path / CONFIG), agent)
-        settings = data.get("env_settings") if isinstance(data.get("env_settings"), dict) else None
-        return RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=config, backend=backend,
-                       env_settings=settings)
+            raise UsageError(f"{where} is corrupted (env_id, seeds or config missing); restore it") from None
+        from dqnx.envs import BACKENDS
+
+        source = env_source(env_id, data.get("backend", "jax"), data.get("env_params"), data.get("wrappers"), where, BACKENDS)
+        config_class(agent)  # an unknown agent is a one-line error naming the registry's agents
+        config = from_dict(values, where, agent)
+        settings = data.get("env_settings") if isinstance(data.get("env_settings"), dict) else None  # shown, never run
+        return RunSpec(env_id=source.env_id, agent=agent, env_params=source.env_params, seeds=list(seeds), config=config,
+                       backend=source.backend, env_settings=settings, wrappers=source.wrappers, spaces=data.get("spaces"))
 
     def set_total_steps(self, total_steps: int) -> None:
         data = read_json(self.path / CONFIG, "run config")
@@ -193,6 +212,23 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, summary)
+
+
+def read_spaces(run_dir: str | Path) -> dict[str, Any]:
+    """The observation and action spaces a run recorded (config.json's "spaces": shape, dtype,
+    layout, bounds, action count), checked; reading them imports nothing the run names."""
+    run = RunDir.open(run_dir)
+    spec = run.read_config()
+    SpacesEnv.from_record(spec.spaces, spec.env_id, spec.backend, str(run.path / CONFIG))  # validates
+    return spec.spaces
+
+
+def spaces_env(run_dir: str | Path) -> SpacesEnv:
+    """A stand-in environment built from the recorded spaces: enough to load weights and compute
+    Q-values (dqnx.api.load_weights, export, serve) without the environment's package or trust."""
+    run = RunDir.open(run_dir)
+    spec = run.read_config()
+    return SpacesEnv.from_record(spec.spaces, spec.env_id, spec.backend, str(run.path / CONFIG))
 
 
 def _fmt(value: Any) -> str:

@@ -44,7 +44,8 @@ def connect(address: str) -> Any:
 
 
 def _group_task(env_id: str, env_params: dict[str, Any], backend: str, agent: str, group: Group, index: int,
-                out: str, pruning: Any = None, numbers: list[int] | None = None, num_seeds: int = 1) -> dict[str, Any]:
+                out: str, pruning: Any = None, numbers: list[int] | None = None, num_seeds: int = 1,
+                wrappers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Runs in a Ray worker: build the env, train one group, return its members' results."""
     # One task is one process on one core (its members vmapped); Ray runs tasks side by side
     # on the other cores, rather than every task splitting its members over all of them.
@@ -61,7 +62,7 @@ def _group_task(env_id: str, env_params: dict[str, Any], backend: str, agent: st
         from dqnx.search.tune import trial_reporter
 
         on_eval = trial_reporter(group, numbers, num_seeds, lambda step, values: ray.get(pruning.report.remote(step, values)))
-    env = make_env(env_id, env_params, backend)
+    env = make_env(env_id, env_params, backend, wrappers or ())
     return train_group(env, group, index, Path(out), agent=agent, env_id=env_id, env_params=env_params, backend=backend,
                        on_eval=on_eval)
 
@@ -77,17 +78,18 @@ def _gather(ray: Any, futures: list[Any]) -> list[dict[str, Any]]:
 
 
 def train_groups_on_ray(address: str, env_id: str, env_params: dict[str, Any], backend: str, agent: str,
-                        groups: list[Group], groups_dir: Path) -> list[dict[str, Any]]:
+                        groups: list[Group], groups_dir: Path, wrappers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """A sweep's groups as Ray tasks; results in group order."""
     ray = connect(address)
     task = ray.remote(num_cpus=1)(_group_task)
-    futures = [task.remote(env_id, env_params, backend, agent, g, i, str(groups_dir / f"g{i}")) for i, g in enumerate(groups)]
+    futures = [task.remote(env_id, env_params, backend, agent, g, i, str(groups_dir / f"g{i}"), wrappers=wrappers)
+               for i, g in enumerate(groups)]
     return _gather(ray, futures)
 
 
 def tune_groups_on_ray(address: str, env_id: str, env_params: dict[str, Any], backend: str, agent: str,
                        groups: list[Group], batch_dir: Path, numbers: list[int], seeds: list[int], storage: str,
-                       study_name: str, warmup_steps: int) -> list[dict[str, Any]]:
+                       study_name: str, warmup_steps: int, wrappers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """A tuning batch's groups as Ray tasks, pruned through a StudyPruning actor on this node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -97,8 +99,8 @@ def tune_groups_on_ray(address: str, env_id: str, env_params: dict[str, Any], ba
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     pruning = ray.remote(num_cpus=0)(StudyPruning).options(scheduling_strategy=here).remote(storage, study_name, warmup_steps)
     task = ray.remote(num_cpus=1)(_group_task)
-    futures = [task.remote(env_id, env_params, backend, agent, g, i, str(batch_dir / f"g{i}"), pruning, numbers, len(seeds))
-               for i, g in enumerate(groups)]
+    futures = [task.remote(env_id, env_params, backend, agent, g, i, str(batch_dir / f"g{i}"), pruning, numbers, len(seeds),
+                           wrappers=wrappers) for i, g in enumerate(groups)]
     try:
         return _gather(ray, futures)
     finally:

@@ -157,7 +157,10 @@ def train_group(env: Any, group: Group, group_index: int, out: Path, *, agent: s
     # An odd member count still fills every core or GPU: jax_loop.Compiled pads it.
     seeds, hypers = [seed for _, seed in group.members], group.hypers
     real = len(group.members)
-    spec = RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=group.config, backend=backend)
+    from dqnx.envs.source import describe_spaces
+
+    spec = RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=group.config, backend=backend,
+                   wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env))
     run = RunDir.create(out, spec)
     atomic_write_json(run.path / "members.json", {
         "members": [{"config_index": c, "seed": s} for c, s in group.members],
@@ -210,6 +213,11 @@ class SweepResult:
     wall_seconds: float
 
 
+def _wrapper_dicts(env: Any) -> list[dict[str, Any]]:
+    """The env's wrappers as config.json records them (what a Ray worker rebuilds the env with)."""
+    return [w.to_dict() for w in getattr(env, "wrappers", ())]
+
+
 def run_sweep(env: Any, grid: dict[str, list[Any]], *, seeds: list[int], agent: str, backend: str,
               base: RunConfig, env_params: dict[str, Any], out: Path, ray_address: str | None = None,
               use_ray: bool = False, reporter: Callable[[int, Group, int], Any] | None = None) -> SweepResult:
@@ -225,7 +233,8 @@ def run_sweep(env: Any, grid: dict[str, list[Any]], *, seeds: list[int], agent: 
     out = _create_sweep_dir(out)
     stored_params = env_params
     meta = {
-        "env_id": env.env_id, "agent": agent, "backend": chosen, "env_params": stored_params, "seeds": seeds,
+        "env_id": env.env_id, "agent": agent, "backend": chosen, "env_params": stored_params,
+        "wrappers": _wrapper_dicts(env), "seeds": seeds,
         "grid": {k: [_json(v) for v in vs] for k, vs in grid.items()}, "base_config": base.to_dict(),
         "groups": [{"path": f"groups/g{i}", "config_indices": g.config_indices, "members": len(g.members)}
                    for i, g in enumerate(groups)],
@@ -236,7 +245,8 @@ def run_sweep(env: Any, grid: dict[str, list[Any]], *, seeds: list[int], agent: 
     if use_ray:
         from dqnx.search.distributed import train_groups_on_ray
 
-        results = train_groups_on_ray(ray_address, env.env_id, stored_params, chosen, agent, groups, out / "groups")
+        results = train_groups_on_ray(ray_address, env.env_id, stored_params, chosen, agent, groups, out / "groups",
+                                      wrappers=_wrapper_dicts(env))
     else:
         results = []
         for i, group in enumerate(groups):

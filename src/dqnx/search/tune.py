@@ -195,6 +195,9 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
     identity = {"env_id": env.env_id, "agent": agent, "backend": backend, "env_params": env_params,
                 "base_config": base.to_dict(), "seeds": seeds, "objective": objective,
                 "space": [p.__dict__ | {"choices": list(p.choices) if p.choices else None} for p in space]}
+    wrappers = [w.to_dict() for w in getattr(env, "wrappers", ())]
+    if wrappers:  # only then, so studies begun before wrappers existed keep their identity
+        identity["wrappers"] = wrappers
     try:
         try:
             study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
@@ -237,7 +240,7 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
             from dqnx.search.distributed import tune_groups_on_ray
 
             results = tune_groups_on_ray(ray_address, env.env_id, env_params, backend, agent, groups, batch_dir, numbers,
-                                         seeds, storage, study_name, base.total_steps // 4)
+                                         seeds, storage, study_name, base.total_steps // 4, wrappers=wrappers)
         for trial_value in _trial_values(results, numbers, objective):
             number, value, pruned = trial_value
             trial = next(t for t, _ in usable if t.number == number)

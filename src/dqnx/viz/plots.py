@@ -228,13 +228,13 @@ def q_vs_return_png(runs: list[RunData]) -> bytes:
     return _png(fig)
 
 
-def add_episodes(run: RunData, episodes: int, seed: int = 0) -> None:
+def add_episodes(run: RunData, episodes: int, seed: int = 0, trust_env_code: bool = False) -> None:
     """Roll out `episodes` fresh greedy episodes per trained seed, under the best weights:
     inside JAX for JAX envs, stepped on the host for Gymnasium ones."""
     from dqnx import api
     from dqnx.viz.rollout import greedy_episodes, gymnasium_greedy_episodes
 
-    agent = api.load(run.path)
+    agent = api.load(run.path, trust_env_code=trust_env_code)
     if getattr(agent.env, "backend", "jax") == "gymnasium":
         env = agent.env.make(train=False)
         try:
@@ -259,17 +259,23 @@ def check_out_dir(out: Path) -> Path:
     return out
 
 
-def make_plots(run_dirs: list[str | Path], out: str | Path | None = None, episodes: int = 5, seed: int = 0) -> list[Path]:
+def make_plots(run_dirs: list[str | Path], out: str | Path | None = None, episodes: int = 5, seed: int = 0,
+               trust_env_code: bool = False) -> list[Path]:
     """Write returns.png, loss.png and q_vs_return.png for one or several runs; returns their paths.
 
     out: where to write them (default: RUN_DIR/plots for one run; required for several).
     episodes: fresh greedy episodes per trained seed for the Q-vs-return plot.
+    trust_env_code: as for dqnx.load (the episodes play each run's environment).
     """
     if not run_dirs:
         raise UsageError("name at least one run directory, e.g. dqnx plot runs/CartPole-v1-...")
     check_count("episodes", episodes)
     check_seed(seed)
     runs = [read_run(p) for p in run_dirs]
+    from dqnx.runs.trust import require_run_trust
+
+    for run in runs:  # before anything is written
+        require_run_trust(run.path, trust_env_code)
     labels = [r.label for r in runs]
     if len(set(labels)) < len(labels):
         for r in runs:
@@ -280,7 +286,7 @@ def make_plots(run_dirs: list[str | Path], out: str | Path | None = None, episod
         out = runs[0].path / "plots"
     out = check_out_dir(Path(out))
     for run in runs:
-        add_episodes(run, episodes, seed)
+        add_episodes(run, episodes, seed, trust_env_code)
     images = {"returns.png": returns_png(runs), "loss.png": loss_png(runs), "q_vs_return.png": q_vs_return_png(runs)}
     paths = []
     for name, data in images.items():

@@ -194,7 +194,7 @@ def check_out(out: str | Path) -> tuple[Path, str]:
 
 
 def record(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: int = 0, weights: str = "best",
-           fps: int = 50, scale: float = 1.0) -> dict[str, Any]:
+           fps: int = 50, scale: float = 1.0, trust_env_code: bool = False) -> dict[str, Any]:
     """Record `episodes` greedy episodes of a run's agent (its first seed's weights) into `out` (.gif or .mp4).
 
     Returns {'path', 'frames', 'width', 'height', 'returns', 'lengths'}.
@@ -206,7 +206,7 @@ def record(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: int = 
     out, suffix = check_out(out)
     from dqnx import api
 
-    agent = api.load(run_dir, weights=weights)
+    agent = api.load(run_dir, weights=weights, trust_env_code=trust_env_code)
     recorded = agent_episodes(agent, episodes, seed)
     frames = annotate(recorded, agent.env_id, scale)
     atomic_write_bytes(out, encode(frames, suffix, fps))

@@ -77,13 +77,14 @@ CAPTIONS = {
 }
 
 
-def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 1, seed: int = 0) -> str:
+def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 1, seed: int = 0,
+                 trust_env_code: bool = False) -> str:
     """The HTML text of the report of `run_dir`."""
     from dqnx.viz import plots, record
 
     run = plots.read_run(run_dir)
     raw_config = read_json(run.path / CONFIG, "run config")
-    plots.add_episodes(run, episodes, seed)
+    plots.add_episodes(run, episodes, seed, trust_env_code)
     images = {
         "returns.png": plots.returns_png([run]),
         "loss.png": plots.loss_png([run]),
@@ -92,7 +93,7 @@ def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 
 
     from dqnx import api
 
-    agent = api.load(run.path)
+    agent = api.load(run.path, trust_env_code=trust_env_code)
     recording_html: str
     try:
         recorded = record.agent_episodes(agent, record_episodes, seed)
@@ -163,7 +164,8 @@ def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, episodes: int = 5, seed: int = 0) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, episodes: int = 5, seed: int = 0,
+                 trust_env_code: bool = False) -> Path:
     """Write the report of `run_dir` to `out` (default RUN_DIR/report.html); returns its path."""
     check_count("episodes", episodes)
     check_seed(seed)
@@ -173,6 +175,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, episodes: i
             raise UsageError(f"--out {path} must end in .html")
         if path.is_dir() or not path.parent.is_dir():
             raise UsageError(f"--out {path}: name an .html file in an existing directory")
-    text = build_report(run_dir, episodes=episodes, seed=seed)
+    text = build_report(run_dir, episodes=episodes, seed=seed, trust_env_code=trust_env_code)
     atomic_write_bytes(path, text.encode("utf-8"))
     return path
