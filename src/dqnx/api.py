@@ -417,14 +417,18 @@ def load(run_dir: str | Path, weights: str = "best", env: Any = None, trust_env_
     return _load_agent(run, spec, built, weights)
 
 
-def load_weights(run_dir: str | Path, weights: str = "best") -> Agent:
+def load_weights(run_dir: str | Path, weights: str = "best", trust_env_code: bool = False) -> Agent:
     """A run's weights on its recorded spaces only (config.json's "spaces"): Q-values and greedy
     actions work, playing the environment does not. Imports nothing the run names, so it needs
-    neither the environment's package nor trust in its code (export and serving use this)."""
+    neither the environment's package nor trust in its code (show, export and serve use this).
+    A run written before spaces were recorded falls back to load(run_dir, weights, trust_env_code)."""
     if weights not in ("best", "last"):
         raise UsageError(f"weights must be 'best' or 'last', got {weights!r}")
     run = RunDir.open(run_dir)
-    return _load_agent(run, run.read_config(), spaces_env(run.path), weights)
+    spec = run.read_config()
+    if spec.spaces is None:
+        return load(run_dir, weights=weights, trust_env_code=trust_env_code)
+    return _load_agent(run, spec, spaces_env(run.path), weights)
 
 
 def _load_agent(run: RunDir, spec: RunSpec, built: Any, weights: str) -> Agent:

@@ -232,14 +232,10 @@ def show(
     from dqnx import api
     from dqnx.inspect import show_agent
 
-    from dqnx.runs.run_dir import RunDir
-
     # Showing weights plays nothing: the recorded spaces suffice, so no code the run names is imported
     # (runs written before spaces were recorded build their environment, under the usual trust check).
-    recorded = RunDir.open(run_dir).read_config().spaces is not None
-    agent = api.load_weights(run_dir, weights=weights) if recorded else api.load(run_dir, weights=weights,
-                                                                                   trust_env_code=trust_env_code)
-    show_agent(agent, seed_index=seed_index, max_rows=max_rows)
+    show_agent(api.load_weights(run_dir, weights=weights, trust_env_code=trust_env_code), seed_index=seed_index,
+               max_rows=max_rows)
 
 
 @app.command()

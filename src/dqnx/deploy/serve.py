@@ -231,9 +231,11 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, wei
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
     import uvicorn
 
-    from dqnx.api import load  # the same load as dqnx.load (moving to dqnx.trained)
+    from dqnx.api import load, load_weights  # the same load as dqnx.load (moving to dqnx.trained)
 
-    policy = policy_of(load(run_dir, weights=weights, env=env), seed_index)
+    # The recorded spaces suffice for the weights: nothing the run names is imported (dqnx.runs.trust).
+    agent = load(run_dir, weights=weights, env=env) if env is not None else load_weights(run_dir, weights=weights)
+    policy = policy_of(agent, seed_index)
     app = make_app(policy, max_body_bytes=max_body_bytes, max_batch=max_batch)
     warm_up(app.state.service, max_batch)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -265,6 +265,11 @@ class SpacesEnv:
     frame_stack: int = 0
     playable: bool = field(default=False, init=False)
 
+    @property
+    def atari(self) -> bool:
+        """Atari's observations are dqnx's preprocessed frames (what export and serve describe)."""
+        return self.backend == "gymnasium" and self.env_id.startswith("ALE/")
+
     @classmethod
     def from_record(cls, record: Any, env_id: str, backend: str, where: str) -> "SpacesEnv":
         import numpy as np
@@ -282,7 +287,7 @@ class SpacesEnv:
         if not (isinstance(shape, list) and 0 < len(shape) <= 8
                 and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 24 for d in shape)):
             raise bad("observation.shape")
-        if obs.get("dtype") not in ("float32", "uint8"):
+        if obs.get("dtype") not in ("float32", "uint8", "bool"):
             raise bad("observation.dtype")
         n = action.get("num_actions")
         if action.get("type") != "discrete" or not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= 1 << 20:
