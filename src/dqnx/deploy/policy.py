@@ -39,11 +39,18 @@ class Policy:
 
     agent: Any  # dqnx Agent holding this seed's weights only
     q_function: Callable[[jax.Array], jax.Array]
+    params: Any  # this seed's weights, no seed axis
+    jitted_q: Callable[[Any, jax.Array], jax.Array]  # jit(learner.q_values)(params, obs): what Agent.q_values calls
     obs_shape: tuple[int, ...]
     obs_dtype: str  # "float32", or "uint8" for images (scaled to [0, 1] inside the network)
     num_actions: int
     num_states: int | None  # a Discrete observation space's size (observations arrive one-hot)
     metadata: dict[str, Any]
+
+    def q_values(self, observations: np.ndarray) -> np.ndarray:
+        """Q of a batch of ready inputs ([batch, *obs_shape], obs_dtype), as Agent.q_values computes
+        it but without slicing the seed's weights out of every array on each call."""
+        return np.asarray(self.jitted_q(self.params, observations))
 
     def greedy(self, observation: jax.Array, action_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(Q [batch, actions], greedy action [batch] int32 among the actions the mask allows)."""
@@ -98,7 +105,8 @@ def policy_of(agent: Any, seed_index: int = 0) -> Policy:
             "action": "[batch] int32: argmax of Q over the legal actions (the first on ties)",
         },
     }
-    return Policy(agent=single, q_function=lambda obs: learner_q(params, obs), obs_shape=tuple(env.obs_shape),
+    return Policy(agent=single, q_function=lambda obs: learner_q(params, obs), params=params, jitted_q=jax.jit(learner_q),
+                  obs_shape=tuple(env.obs_shape),
                   obs_dtype=obs_dtype, num_actions=int(env.num_actions), num_states=env.num_states, metadata=metadata)
 
 

@@ -7,8 +7,8 @@
     GET  /           the model: env id, observation shape and dtype, actions, input contract, limits
     GET  /health     {"status": "ok"}
 
-Answers are dqnx.load(RUN).q_values / act of the chosen seed: the same jitted function,
-not a re-implementation. A Discrete observation may be sent as its state index or
+Answers are dqnx.load(RUN).q_values / act of the chosen seed: the learner's same jitted
+q_values on the same weights (sliced out of the seed axis once, not per request). A Discrete observation may be sent as its state index or
 one-hot. Bad requests (malformed JSON, wrong shapes, non-finite numbers, pixels outside
 0-255, an all-illegal mask, bodies over the size limit) get a 4xx with a one-line
 {"error": ...}; the service keeps serving. Requests are answered on a thread pool; the
@@ -84,7 +84,7 @@ class PolicyService:
         padded = 1 << math.ceil(math.log2(count))  # a few batch shapes, so a few compilations
         if padded > count:
             obs = np.concatenate([obs, np.repeat(obs[:1], padded - count, axis=0)])
-        q = self.policy.agent.q_values(obs)[:count]
+        q = self.policy.q_values(obs)[:count]
         action = np.where(mask, q, -np.inf).argmax(axis=-1)
         return q, action
 
@@ -247,7 +247,7 @@ def warm_up(service: PolicyService, max_batch: int) -> None:
 
     size = 1
     while True:
-        service.policy.agent.q_values(sample_observations(service.policy, size))
+        service.policy.q_values(sample_observations(service.policy, size))
         if size >= max_batch:
             break
         size *= 2
