@@ -396,6 +396,11 @@ def test_serve_bad_input(cartpole_run):
         serve(cartpole_run, max_batch=0)
 
 
+def test_cli_serve_bad_input(cartpole_run, monkeypatch, capsys):
+    code, _, stderr = run_cli(monkeypatch, capsys, "serve", cartpole_run, "--port", "70000")
+    assert code == 2 and "--port must be 0..65535" in stderr and "Traceback" not in stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -386,6 +386,8 @@ def serve(
     """Serve the greedy policy over HTTP: POST /act, POST /act/batch, GET / (the model), GET /health."""
     from dqnx.deploy.serve import serve as serve_run
 
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _err(f"dqnx: warning: --host {host} lets other machines reach the service; it has no authentication")
     _err(f"dqnx: serving {run_dir} ({weights} weights, seed index {seed_index}) on http://{host}:{port} "
          "- POST /act, POST /act/batch, GET /, GET /health; Ctrl+C stops")
     serve_run(run_dir, host=host, port=port, weights=weights, seed_index=seed_index, max_body_bytes=max_body_bytes,
