@@ -1,4 +1,4 @@
-"""Python entry points: train, load, evaluate.
+"""Python entry points: train, sweep, tune; load and evaluate (from dqnx.trained).
 
     import dqnx
     run = dqnx.train("CartPole-v1", seed=0)          # trains, writes runs/CartPole-v1-<time>/
@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,16 @@ from dqnx import jax_setup
 jax_setup.configure()  # before JAX starts its backend: one host device per core, compile cache
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
-from dqnx.agents import make_learner  # noqa: E402
+from dqnx.agents import agent_kind, make_learner  # noqa: E402
 from dqnx.config import RunConfig, build_config, config_class  # noqa: E402
-from dqnx.drivers import jax_loop, make_driver  # noqa: E402
 from dqnx.drivers.trainer import Reporter, train_run  # noqa: E402
-from dqnx.envs import Env, make_env, resolve_backend  # noqa: E402
-from dqnx.envs.source import SpacesEnv, check_params, describe_spaces, parse_wrapper, wrappers_from_data  # noqa: E402
+from dqnx.envs import BACKENDS, Env, backend_of, make_env, resolve_backend  # noqa: E402
+from dqnx.envs.source import check_params, describe_spaces, parse_wrapper, wrappers_from_data  # noqa: E402
 from dqnx.errors import UsageError  # noqa: E402
-from dqnx.runs.run_dir import RunDir, RunSpec, default_run_dir, spaces_env  # noqa: E402
+from dqnx.runs.run_dir import RunDir, RunSpec, default_run_dir  # noqa: E402
 from dqnx.runs.trust import require_trust  # noqa: E402
+from dqnx.trained import Agent, evaluate, load, load_weights  # noqa: E402,F401  (dqnx's public names)
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,7 @@ def train(
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
         config_class(agent)
-        if agent == "imitation":
+        if not agent_kind(agent).trained_by_rl:
             raise UsageError("an imitation policy is trained from an expert's data: `dqnx dataset RUN_DIR ...` then `dqnx imitate TRAIN_FILE --test TEST_FILE`")
         chosen = resolve_backend(env_id, backend)
         env = make_env(env_id, _checked_params(env_params), chosen, _wrappers(wrappers, config_file))
@@ -276,7 +273,7 @@ def _search_setup(command: str, env_id: Any, agent: str, backend: str | None, en
                   config: Any, config_file: Any, steps: int | None, seed: int, seeds: int, wrappers: list[Any] | None = None):
     """What sweep and tune share: the agent checked, the seeds, the env and the base config."""
     config_class(agent)
-    if agent == "imitation":
+    if not agent_kind(agent).trained_by_rl:
         raise UsageError(f"imitation policies come from `dqnx imitate`; {command} dqn, rainbow, tabular-q, sarsa or linear-q")
     seed_list = _seed_list(seed, seeds)
     chosen = resolve_backend(env_id, backend)
@@ -294,9 +291,7 @@ def _connect_ray(ray: str | None) -> None:
 
 def _stored_params(env: Env, env_params: dict[str, Any] | None) -> dict[str, Any]:
     """The env parameters to record in config.json, as the environment took them."""
-    if getattr(env, "backend", "jax") == "gymnasium":
-        return dict(env.params)
-    return {name: getattr(env.params, name) for name in (env_params or {})}  # converted values
+    return backend_of(env).stored_params(env, env_params)
 
 
 def _checked_params(env_params: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -348,128 +343,5 @@ def _rich_reporter(spec: RunSpec, path: Path, resumed: bool) -> Reporter:
     seeds = spec.seeds
     label = f"{spec.env_id} seed {seeds[0]}" if len(seeds) == 1 else f"{spec.env_id} seeds {seeds[0]}-{seeds[-1]}"
     verb = "resuming" if resumed else "training"
-    loop = "JAX-native, compiled loop" if spec.backend == "jax" else "gymnasium, host loop"
-    header = f"dqnx: {verb} {spec.agent} on {label} (backend: {loop}) -> {path}"
+    header = f"dqnx: {verb} {spec.agent} on {label} (backend: {BACKENDS[spec.backend].description}) -> {path}"
     return RichReporter(label, header=header)
-
-
-@dataclass(frozen=True)
-class Agent:
-    """Trained weights of one run (a leading seed axis on every array) and how to use them."""
-
-    run_dir: Path | None
-    env: Env
-    algorithm: str  # 'dqn', 'tabular-q', 'sarsa' or 'linear-q'
-    seeds: list[int]
-    config: RunConfig
-    params: Any
-    weights: str
-    weights_info: dict[str, Any]
-
-    @property
-    def env_id(self) -> str:
-        return self.env.env_id
-
-    def q_values(self, obs: Any, seed_index: int = 0) -> np.ndarray:
-        """Q(s, .) for one observation or a batch of them, under one seed's weights.
-
-        For a Discrete observation space, a state index (or an array of them) works too.
-        """
-        obs = jnp.asarray(obs)
-        if self.env.num_states is not None and obs.ndim <= 1 and jnp.issubdtype(obs.dtype, jnp.integer):
-            obs = jax.nn.one_hot(obs, self.env.num_states)
-        obs = obs if obs.dtype == jnp.uint8 else obs.astype(jnp.float32)  # images stay bytes, as in training
-        single = obs.ndim == len(self.env.obs_shape)
-        params = jax.tree.map(lambda x: x[seed_index], self.params)
-        q = _q_function(self.algorithm, self.config, self.env)(params, obs[None] if single else obs)
-        return np.asarray(q[0] if single else q)
-
-    def act(self, obs: Any, seed_index: int = 0) -> np.ndarray:
-        """Greedy action(s)."""
-        return self.q_values(obs, seed_index).argmax(axis=-1)
-
-
-@functools.lru_cache(maxsize=16)
-def _q_function(agent: str, config: RunConfig, env: Env):
-    """The jitted Q-function, built once per (agent, config, env) rather than on every call."""
-    return jax.jit(make_learner(agent, config, env).q_values)
-
-
-def load(run_dir: str | Path, weights: str = "best", env: Any = None, trust_env_code: bool = False) -> Agent:
-    """Load a run's `best` (highest periodic greedy evaluation) or `last` weights.
-
-    env: for a run trained on a Gymnasium instance or factory that its recorded id
-    cannot rebuild, pass the same kind of environment again; passing it also means
-    nothing the run directory names is imported.
-    trust_env_code: a run whose environment needs code its files name (module:Class,
-    package:EnvId, wrappers) and that this user did not create here is refused unless
-    this is True (see dqnx.runs.trust). load_weights needs neither.
-    """
-    if weights not in ("best", "last"):
-        raise UsageError(f"weights must be 'best' or 'last', got {weights!r}")
-    run = RunDir.open(run_dir)
-    spec = run.read_config()
-    if env is not None:
-        built = make_env(env, None, spec.backend)
-    else:
-        require_trust(spec.source, str(run.path), trust_env_code)
-        built = make_env(spec.env_id, spec.env_params, spec.backend, spec.wrappers)
-    return _load_agent(run, spec, built, weights)
-
-
-def load_weights(run_dir: str | Path, weights: str = "best", trust_env_code: bool = False) -> Agent:
-    """A run's weights on its recorded spaces only (config.json's "spaces"): Q-values and greedy
-    actions work, playing the environment does not. Imports nothing the run names, so it needs
-    neither the environment's package nor trust in its code (show, export and serve use this).
-    A run written before spaces were recorded falls back to load(run_dir, weights, trust_env_code)."""
-    if weights not in ("best", "last"):
-        raise UsageError(f"weights must be 'best' or 'last', got {weights!r}")
-    run = RunDir.open(run_dir)
-    spec = run.read_config()
-    if spec.spaces is None:
-        return load(run_dir, weights=weights, trust_env_code=trust_env_code)
-    return _load_agent(run, spec, spaces_env(run.path), weights)
-
-
-def _load_agent(run: RunDir, spec: RunSpec, built: Any, weights: str) -> Agent:
-    learner = make_learner(spec.agent, spec.config, built)
-    keys = jnp.stack([jax_loop.seed_key(s) for s in spec.seeds])
-    # Shapes only: building the real initial state would allocate the replay buffer.
-    template = jax.eval_shape(lambda: jax.vmap(learner.init)(keys).params)
-    params, info = run.load_weights(weights, template)
-    params = jax.tree.map(jnp.asarray, params)
-    return Agent(run_dir=run.path, env=built, algorithm=spec.agent, seeds=spec.seeds, config=spec.config, params=params,
-                 weights=weights, weights_info=info)
-
-
-def evaluate(agent: Agent | str | Path, episodes: int = 100, seed: int = 0, weights: str = "best",
-             trust_env_code: bool = False) -> dict[str, Any]:
-    """Greedy returns over `episodes` fresh episodes per trained seed (trust_env_code: as for load).
-
-    Returns {'mean_return', 'std_return', 'episodes', 'weights', 'per_seed': [...]}.
-    """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
-        raise UsageError(f"episodes must be a positive integer, got {episodes!r}")
-    if not isinstance(agent, Agent):
-        agent = load(agent, weights=weights, trust_env_code=trust_env_code)
-    if isinstance(agent.env, SpacesEnv):
-        raise UsageError("this agent was loaded from its recorded spaces only (load_weights); evaluating plays the "
-                         "environment: load it with dqnx.load(path) instead")
-    driver = make_driver(agent.config, agent.env, make_learner(agent.algorithm, agent.config, agent.env), agent.seeds)
-    try:
-        keys = jax_loop.eval_keys([seed] * len(agent.seeds), jax_loop.USER_EVAL_STREAM, 0)
-        returns = driver.evaluate(driver.place(agent.params), keys, episodes)
-    finally:
-        driver.close()
-    return {
-        "env_id": agent.env_id,
-        "mean_return": float(returns.mean()),
-        "std_return": float(returns.std()),
-        "episodes": episodes,  # per trained seed; the statistics pool all seeds' episodes
-        "seeds": len(agent.seeds),
-        "weights": agent.weights,
-        "weights_env_steps": agent.weights_info.get("env_steps"),
-        "per_seed": [
-            {"seed": s, "mean_return": float(r.mean()), "std_return": float(r.std())} for s, r in zip(agent.seeds, returns)
-        ],
-    }

@@ -7,6 +7,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from dqnx.agents import agent_kind
 from dqnx.errors import UsageError
 
 
@@ -16,7 +17,7 @@ def show_agent(agent, seed_index: int = 0, max_rows: int = 40) -> None:
         raise UsageError(f"--seed-index must lie in [0, {len(agent.seeds) - 1}] for this {len(agent.seeds)}-seed run")
     params = jax.tree.map(lambda x: np.asarray(x[seed_index]), agent.params)
     info = f"{agent.algorithm} on {agent.env_id}, seed {agent.seeds[seed_index]}, {agent.weights} weights"
-    if agent.algorithm in ("tabular-q", "sarsa"):
+    if agent_kind(agent.algorithm).tabular:
         _show_table(console, params["q"], agent.config.initial_q, info, max_rows)
         return
     table = Table(title=f"Parameters: {info}")

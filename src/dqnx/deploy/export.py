@@ -58,7 +58,7 @@ def export(run_dir: str | Path, *, format: str, out: str | Path, weights: str = 
     out = _check_destination(out)
     if format == "onnx":
         _require_onnx_tools()
-    from dqnx.api import load, load_weights  # the same load as dqnx.load (moving to dqnx.trained)
+    from dqnx.trained import load, load_weights  # the same load as dqnx.load
 
     # The recorded spaces suffice for the weights: nothing the run names is imported (dqnx.runs.trust).
     agent = load(run_dir, weights=weights, env=env) if env is not None else load_weights(run_dir, weights=weights)

@@ -231,7 +231,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, wei
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
     import uvicorn
 
-    from dqnx.api import load, load_weights  # the same load as dqnx.load (moving to dqnx.trained)
+    from dqnx.trained import load, load_weights  # the same load as dqnx.load
 
     # The recorded spaces suffice for the weights: nothing the run names is imported (dqnx.runs.trust).
     agent = load(run_dir, weights=weights, env=env) if env is not None else load_weights(run_dir, weights=weights)

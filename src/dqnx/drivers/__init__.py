@@ -17,7 +17,9 @@ def make_driver(config: Any, env: Any, learner: Any, seeds: list[int], hypers: d
     learner: the run's dqnx.protocols.Learner (built once, dqnx.agents.make_learner).
     hypers: per-seed values of vmappable hyperparameters (a sweep's members; JAX envs only).
     """
-    if getattr(env, "backend", "jax") == "gymnasium":
+    from dqnx.envs import backend_of
+
+    if backend_of(env).loop == "host":
         if hypers:
             raise ValueError("per-seed hyperparameters need the compiled loop (a JAX environment)")
         from dqnx.drivers.host_loop import HostDriver

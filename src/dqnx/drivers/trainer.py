@@ -144,104 +144,30 @@ def train_run(
 
 
 def _train(run, env, config, seeds, driver, agent, resume, reporter, stop_when_solved, tensorboard, on_eval) -> dict[str, Any]:
-    state = driver.init_states(seeds)
-    best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
-    progress = Progress.fresh(len(seeds))
-    if resume:
-        (state, best_params), meta = run.load_checkpoint((state, best_params))
-        try:
-            progress = Progress(**meta["progress"])
-        except (KeyError, TypeError):
-            raise UsageError(f"{run.path} has a checkpoint without dqnx progress metadata; it is corrupted") from None
-        run.truncate_metrics(progress.env_steps)
-        run.set_total_steps(config.total_steps)  # resume may extend a run; only after its checkpoint loaded
-        run.remove_summary()  # a new one is written at the end; a stale one must not outlive the resume
-    # From here on state and best_params are laid out for the program (on its devices, maybe
+    state, best_params, progress = _start(run, driver, config, seeds, resume)
+    # From here on state and best_params are laid out for the driver (on its devices, maybe
     # padded with copies of a seed: jax_loop.Compiled); files get driver.real(...) of them.
-    state, best_params = driver.place((state, best_params))
-
-    threshold = env.solve_threshold
-    last_checkpoint = progress.env_steps
-    started = time.perf_counter() - progress.wall_seconds
-    compile_before = driver.compile_seconds
+    loop = _Loop(run, env, config, seeds, driver, progress, *driver.place((state, best_params)))
     reporter.start(config.total_steps, progress.env_steps)
-
-    def checkpoint() -> None:
-        real_state, real_best = driver.real((state, best_params))
-        run.save_checkpoint((real_state, real_best), {"progress": asdict(progress)})
-        run.save_weights("last", real_state.agent.params, {"env_steps": progress.env_steps})
-
     if not resume:
-        checkpoint()  # step 0: a run that dies before its first periodic checkpoint can still be resumed
+        loop.checkpoint()  # step 0: a run that dies before its first periodic checkpoint can still be resumed
     board = TensorBoardLog(run.path, seeds, resume_step=progress.env_steps if resume else None) if tensorboard else None
-
     try:
         with _SignalFlag() as signals:
             while progress.env_steps < config.total_steps:
                 chunk_start = time.perf_counter()
                 iterations = jax_loop.chunk_iterations(config, progress.env_steps)
-                state, output = driver.chunk(state, iterations, progress.env_steps)
-                chunk_stats = jax_loop.summarize_chunk(output)
-                progress.recent_returns = _remember_returns(progress.recent_returns, jax.device_get(output.finished_return))
-                progress.env_steps = int(jax.device_get(state.env_steps[0]))
-                returns = driver.evaluate(
-                    state.agent.params,
-                    jax_loop.eval_keys(seeds, jax_loop.PERIODIC_EVAL_STREAM, progress.env_steps),
-                    config.eval_episodes,
-                )
-                eval_mean, eval_std = returns.mean(axis=1), returns.std(axis=1)
-                wall = time.perf_counter() - started
-                improved = np.array([b is None or m > b for m, b in zip(eval_mean, progress.best_return)])
-                if improved.any():
-                    mask = np.pad(improved, (0, driver.padding))  # a pad seed's best_params never reach a file
-                    best_params = jax_loop.select_where(mask, state.agent.params, best_params)
-                for i, mean in enumerate(eval_mean):
-                    if improved[i]:
-                        progress.best_return[i], progress.best_step[i] = float(mean), progress.env_steps
-                    if threshold is not None and progress.steps_to_solve[i] is None and mean >= threshold:
-                        progress.steps_to_solve[i] = progress.env_steps
-                        progress.seconds_to_solve[i] = round(wall, 3)
-                if improved.any():
-                    run.save_weights("best", driver.real(best_params), {"env_steps": progress.best_step, "eval_mean_return": progress.best_return})
-
-                seconds = time.perf_counter() - chunk_start
-                steps_per_second = iterations * config.num_envs / max(seconds, 1e-9)
-                progress.wall_seconds = wall
-                progress.compile_seconds += driver.compile_seconds - compile_before
-                compile_before = driver.compile_seconds
-                updates = np.asarray(jax.device_get(state.agent.updates))
-                rows = []
-                for i, seed in enumerate(seeds):
-                    rows.append({
-                        "env_steps": progress.env_steps,
-                        "seed": seed,
-                        "updates": int(updates[i]),
-                        "episodes": int(chunk_stats["episodes"][i]),
-                        **{k: float(chunk_stats[k][i]) for k in ("train_return", "loss", "q_mean", "td_abs", "epsilon")},
-                        "train_return_100": float(np.mean(progress.recent_returns[i])) if progress.recent_returns[i] else None,
-                        "eval_mean_return": float(eval_mean[i]),
-                        "eval_std_return": float(eval_std[i]),
-                        "steps_per_second": round(steps_per_second, 1),
-                        "wall_seconds": round(wall, 3),
-                    })
-                run.append_metrics(rows)
+                chunk_stats = loop.run_chunk(iterations)
+                eval_mean, eval_std = loop.evaluate_and_keep_best()
+                rows = loop.record(chunk_stats, eval_mean, eval_std, iterations, chunk_start)
                 if board is not None:
                     board.write(rows)
-                recent = chunk_stats["train_return"][np.isfinite(chunk_stats["train_return"])]
-                progress.last_chunk = {
-                    "train_return": float(recent.mean()) if recent.size else None,
-                    "eval_mean_return": float(eval_mean.mean()),
-                    "epsilon": float(chunk_stats["epsilon"].mean()),
-                    "steps_per_second": steps_per_second,
-                }
                 reporter.update(progress)
-
-                solved_all = threshold is not None and all(s is not None for s in progress.steps_to_solve)
+                solved_all = env.solve_threshold is not None and all(s is not None for s in progress.steps_to_solve)
                 stop_requested = on_eval is not None and bool(on_eval(progress.env_steps, eval_mean))
                 finished = progress.env_steps >= config.total_steps or (stop_when_solved and solved_all) or stop_requested
-                if signals.raised is not None or finished or progress.env_steps - last_checkpoint >= config.checkpoint_every:
-                    checkpoint()
-                    last_checkpoint = progress.env_steps
+                if signals.raised is not None or finished or progress.env_steps - loop.last_checkpoint >= config.checkpoint_every:
+                    loop.checkpoint()
                 if signals.raised is not None:
                     raise Interrupted(str(run.path), progress.env_steps)
                 if finished:
@@ -254,12 +180,7 @@ def _train(run, env, config, seeds, driver, agent, resume, reporter, stop_when_s
         reporter.stop()
 
     try:
-        final = driver.evaluate(
-            best_params,
-            jax_loop.eval_keys(seeds, jax_loop.FINAL_EVAL_STREAM, 0),
-            config.final_eval_episodes,
-        )
-        summary = make_summary(env, config, seeds, progress, final)
+        summary = loop.final_summary()
         summary["agent"] = agent
         run.write_summary(summary)
         if board is not None:
@@ -268,6 +189,118 @@ def _train(run, env, config, seeds, driver, agent, resume, reporter, stop_when_s
         if board is not None:
             board.close()
     return summary
+
+
+def _start(run: RunDir, driver: Any, config: RunConfig, seeds: list[int], resume: bool) -> tuple[Any, Any, Progress]:
+    """The initial (or, resuming, the checkpointed) state, best weights and progress, on the host."""
+    state = driver.init_states(seeds)
+    best_params = jax.tree.map(jnp.copy, state.agent.params)  # own buffers: chunks donate `state`
+    progress = Progress.fresh(len(seeds))
+    if resume:
+        (state, best_params), meta = run.load_checkpoint((state, best_params))
+        try:
+            progress = Progress(**meta["progress"])
+        except (KeyError, TypeError):
+            raise UsageError(f"{run.path} has a checkpoint without dqnx progress metadata; it is corrupted") from None
+        run.truncate_metrics(progress.env_steps)
+        run.set_total_steps(config.total_steps)  # resume may extend a run; only after its checkpoint loaded
+        run.remove_summary()  # a new one is written at the end; a stale one must not outlive the resume
+    return state, best_params, progress
+
+
+class _Loop:
+    """One run's chunk-by-chunk steps: run a chunk, evaluate and keep the best weights, record
+    metrics, checkpoint; and at the end the final evaluation. Holds the placed state."""
+
+    def __init__(self, run: RunDir, env: Env, config: RunConfig, seeds: list[int], driver: Any, progress: Progress,
+                 state: Any, best_params: Any):
+        self.run, self.env, self.config, self.seeds, self.driver = run, env, config, seeds, driver
+        self.progress, self.state, self.best_params = progress, state, best_params
+        self.last_checkpoint = progress.env_steps
+        self.started = time.perf_counter() - progress.wall_seconds
+        self.compile_before = driver.compile_seconds
+
+    def checkpoint(self) -> None:
+        real_state, real_best = self.driver.real((self.state, self.best_params))
+        self.run.save_checkpoint((real_state, real_best), {"progress": asdict(self.progress)})
+        self.run.save_weights("last", real_state.agent.params, {"env_steps": self.progress.env_steps})
+        self.last_checkpoint = self.progress.env_steps
+
+    def run_chunk(self, iterations: int) -> dict[str, np.ndarray]:
+        """`iterations` iterations of every seed; the chunk's per-seed statistics."""
+        self.state, output = self.driver.chunk(self.state, iterations, self.progress.env_steps)
+        chunk_stats = jax_loop.summarize_chunk(output)
+        self.progress.recent_returns = _remember_returns(self.progress.recent_returns, jax.device_get(output.finished_return))
+        self.progress.env_steps = int(jax.device_get(self.state.env_steps[0]))
+        return chunk_stats
+
+    def evaluate_and_keep_best(self) -> tuple[np.ndarray, np.ndarray]:
+        """The periodic greedy evaluation (mean, std per seed); a better mean keeps those weights as `best`."""
+        progress, threshold = self.progress, self.env.solve_threshold
+        returns = self.driver.evaluate(
+            self.state.agent.params,
+            jax_loop.eval_keys(self.seeds, jax_loop.PERIODIC_EVAL_STREAM, progress.env_steps),
+            self.config.eval_episodes,
+        )
+        eval_mean, eval_std = returns.mean(axis=1), returns.std(axis=1)
+        self.wall = time.perf_counter() - self.started
+        improved = np.array([b is None or m > b for m, b in zip(eval_mean, progress.best_return)])
+        if improved.any():
+            mask = np.pad(improved, (0, self.driver.padding))  # a pad seed's best_params never reach a file
+            self.best_params = jax_loop.select_where(mask, self.state.agent.params, self.best_params)
+        for i, mean in enumerate(eval_mean):
+            if improved[i]:
+                progress.best_return[i], progress.best_step[i] = float(mean), progress.env_steps
+            if threshold is not None and progress.steps_to_solve[i] is None and mean >= threshold:
+                progress.steps_to_solve[i] = progress.env_steps
+                progress.seconds_to_solve[i] = round(self.wall, 3)
+        if improved.any():
+            self.run.save_weights("best", self.driver.real(self.best_params),
+                                  {"env_steps": progress.best_step, "eval_mean_return": progress.best_return})
+        return eval_mean, eval_std
+
+    def record(self, chunk_stats: dict[str, np.ndarray], eval_mean: np.ndarray, eval_std: np.ndarray, iterations: int,
+               chunk_start: float) -> list[dict[str, Any]]:
+        """The chunk's metrics rows (one per seed), appended to metrics.csv; progress brought up to date."""
+        progress, config = self.progress, self.config
+        seconds = time.perf_counter() - chunk_start
+        steps_per_second = iterations * config.num_envs / max(seconds, 1e-9)
+        progress.wall_seconds = self.wall
+        progress.compile_seconds += self.driver.compile_seconds - self.compile_before
+        self.compile_before = self.driver.compile_seconds
+        updates = np.asarray(jax.device_get(self.state.agent.updates))
+        rows = []
+        for i, seed in enumerate(self.seeds):
+            rows.append({
+                "env_steps": progress.env_steps,
+                "seed": seed,
+                "updates": int(updates[i]),
+                "episodes": int(chunk_stats["episodes"][i]),
+                **{k: float(chunk_stats[k][i]) for k in ("train_return", "loss", "q_mean", "td_abs", "epsilon")},
+                "train_return_100": float(np.mean(progress.recent_returns[i])) if progress.recent_returns[i] else None,
+                "eval_mean_return": float(eval_mean[i]),
+                "eval_std_return": float(eval_std[i]),
+                "steps_per_second": round(steps_per_second, 1),
+                "wall_seconds": round(self.wall, 3),
+            })
+        self.run.append_metrics(rows)
+        recent = chunk_stats["train_return"][np.isfinite(chunk_stats["train_return"])]
+        progress.last_chunk = {
+            "train_return": float(recent.mean()) if recent.size else None,
+            "eval_mean_return": float(eval_mean.mean()),
+            "epsilon": float(chunk_stats["epsilon"].mean()),
+            "steps_per_second": steps_per_second,
+        }
+        return rows
+
+    def final_summary(self) -> dict[str, Any]:
+        """The best weights evaluated on fresh episodes, summarized."""
+        final = self.driver.evaluate(
+            self.best_params,
+            jax_loop.eval_keys(self.seeds, jax_loop.FINAL_EVAL_STREAM, 0),
+            self.config.final_eval_episodes,
+        )
+        return make_summary(self.env, self.config, self.seeds, self.progress, final)
 
 
 def make_summary(env: Env, config: RunConfig, seeds: list[int], progress: Progress, final: np.ndarray) -> dict[str, Any]:

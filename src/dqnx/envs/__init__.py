@@ -14,12 +14,11 @@ unless `backend="gymnasium"` asks otherwise.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Union
 
 from dqnx.envs.gymnax_env import DISCRETE_ENVS, SOLVE_THRESHOLDS, JaxEnv, make_gymnax
 from dqnx.errors import UsageError
-
-BACKENDS = ("jax", "gymnasium")
 
 Env = Union[JaxEnv, Any]  # Any: dqnx.envs.gymnasium_env.GymEnv (imported lazily: gymnasium is slow to import)
 
@@ -35,19 +34,64 @@ def is_jax_id(env_id: str) -> bool:
     )
 
 
+def _make_jax(env: Any, env_params: dict | None, wrappers: Any = ()) -> Env:
+    if wrappers:
+        raise UsageError(f"--wrapper applies to Gymnasium environments; {env} trains on the JAX backend "
+                         "(add --backend gymnasium to wrap its Gymnasium version)")
+    return make_gymnax(env, env_params)
+
+
+def _make_gymnasium(env: Any, env_params: dict | None, wrappers: Any = ()) -> Env:
+    from dqnx.envs.gymnasium_env import make_gymnasium
+
+    return make_gymnasium(env, env_params, wrappers)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way of running environments, and what the layers above need to know of it."""
+
+    name: str
+    loop: str  # "compiled": stepped inside the jitted training loop (drivers/jax_loop.py); "host": in Python (host_loop.py)
+    description: str  # for progress headers
+    provides: Callable[[str], bool]  # ids it knows (the default choice for an id is the first backend that knows it)
+    make: Callable[..., Env]  # (id or instance, env params, wrappers) -> Env
+    stored_params: Callable[[Env, "dict | None"], dict]  # the env parameters config.json records, as the env took them
+    takes_instances: bool = False  # also a Gymnasium instance or factory, not only ids
+
+
+# The backend registry: every env has a `.backend` naming its entry. A new backend (EnvPool,
+# say) is one adapter module and one entry here; the drivers choose their loop by `loop`.
+BACKENDS: dict[str, Backend] = {
+    "jax": Backend(
+        name="jax", loop="compiled", description="JAX-native, compiled loop", provides=is_jax_id, make=_make_jax,
+        stored_params=lambda env, given: {name: getattr(env.params, name) for name in (given or {})},  # converted values
+    ),
+    "gymnasium": Backend(
+        name="gymnasium", loop="host", description="gymnasium, host loop", provides=lambda env_id: True,
+        make=_make_gymnasium, stored_params=lambda env, given: dict(env.params), takes_instances=True,
+    ),
+}
+
+
+def backend_of(env: Env) -> Backend:
+    """The registry entry of a built environment."""
+    return BACKENDS[env.backend]
+
+
 def resolve_backend(env: Any, backend: str | None = None) -> str:
-    """The backend an environment trains on: the one asked for, else "jax" when gymnax has it."""
+    """The backend an environment trains on: the one asked for, else the first in BACKENDS that knows the id."""
     if backend is not None and backend not in BACKENDS:
         raise UsageError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if not isinstance(env, str):
-        if backend == "jax":
-            raise UsageError("the JAX backend takes environment ids; an instance or factory trains on the gymnasium backend")
-        return "gymnasium"
+        if backend is not None and not BACKENDS[backend].takes_instances:
+            raise UsageError(f"the {backend} backend takes environment ids; an instance or factory trains on the gymnasium backend")
+        return next(b.name for b in BACKENDS.values() if b.takes_instances)
     if backend is not None:
-        if backend == "jax" and not is_jax_id(env):
-            raise UsageError(f"{env} is not a JAX-native environment; drop --backend jax (`dqnx envs` lists them)")
+        if not BACKENDS[backend].provides(env):
+            raise UsageError(f"{env} is not a JAX-native environment; drop --backend {backend} (`dqnx envs` lists them)")
         return backend
-    return "jax" if is_jax_id(env) else "gymnasium"
+    return next(b.name for b in BACKENDS.values() if b.provides(env))
 
 
 def make_env(env: Any, env_params: dict | None = None, backend: str | None = None, wrappers: Any = ()) -> Env:
@@ -55,14 +99,8 @@ def make_env(env: Any, env_params: dict | None = None, backend: str | None = Non
 
     wrappers: Gymnasium wrappers (dqnx.envs.source.Wrapper or {"target", "kwargs"} dicts), applied in order.
     """
-    if resolve_backend(env, backend) == "jax":
-        if wrappers:
-            raise UsageError(f"--wrapper applies to Gymnasium environments; {env} trains on the JAX backend "
-                             "(add --backend gymnasium to wrap its Gymnasium version)")
-        return make_gymnax(env, env_params)
-    from dqnx.envs.gymnasium_env import make_gymnasium
-
-    return make_gymnasium(env, env_params, wrappers)
+    return BACKENDS[resolve_backend(env, backend)].make(env, env_params, wrappers)
 
 
-__all__ = ["BACKENDS", "DISCRETE_ENVS", "Env", "JaxEnv", "SOLVE_THRESHOLDS", "is_jax_id", "make_env", "resolve_backend"]
+__all__ = ["BACKENDS", "Backend", "DISCRETE_ENVS", "Env", "JaxEnv", "SOLVE_THRESHOLDS", "backend_of", "is_jax_id",
+           "make_env", "resolve_backend"]

@@ -17,7 +17,7 @@ import difflib
 import importlib
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,7 @@ class JaxEnv:
     obs_high: Any = None
     image_layout: str | None = None
     obs_dtype: str = "float32"
+    backend: str = field(default="jax", init=False)  # its entry in dqnx.envs.BACKENDS
 
     def settings(self) -> dict[str, Any]:
         """Every scalar env parameter as resolved (defaults and overrides), for config.json."""

@@ -101,7 +101,9 @@ def rollout(env: Any, policy: Callable[[jax.Array], jax.Array], key: jax.Array, 
     pure function of (policy, env, key, samples): inside JAX for JAX-native environments,
     stepped on the host for Gymnasium ones.
     """
-    if getattr(env, "backend", "jax") == "gymnasium":
+    from dqnx.envs import backend_of
+
+    if backend_of(env).loop == "host":
         return _rollout_gymnasium(env, policy, key, samples)
     if not isinstance(env, JaxEnv):
         raise UsageError(f"datasets need a dqnx environment (JAX-native or Gymnasium), not {type(env).__name__}")
@@ -200,10 +202,10 @@ def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int =
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
         raise UsageError(f"--seed must be an integer in [0, 2^31), got {seed!r}")
     out = _check_out(Path(out))
-    from dqnx import api
+    from dqnx import trained
     from dqnx.agents import make_learner
 
-    agent = api.load(run_dir, weights=weights, trust_env_code=trust_env_code)
+    agent = trained.load(run_dir, weights=weights, trust_env_code=trust_env_code)
     if not 0 <= seed_index < len(agent.seeds):
         raise UsageError(f"--seed-index must lie in [0, {len(agent.seeds) - 1}] for this {len(agent.seeds)}-seed run")
     params = jax.tree.map(lambda x: x[seed_index], agent.params)
@@ -218,7 +220,7 @@ def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int =
     meta = {
         "format": FORMAT,
         "env_id": agent.env_id,
-        "backend": getattr(agent.env, "backend", "jax"),
+        "backend": agent.env.backend,
         **_spec_env(agent.run_dir),
         "obs_shape": list(agent.env.obs_shape),
         "num_actions": agent.env.num_actions,

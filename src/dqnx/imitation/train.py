@@ -127,52 +127,27 @@ def imitate(
     from dqnx.envs.source import describe_spaces
 
     spec = RunSpec(env_id=env.env_id, agent="imitation", env_params=train.env_params, seeds=[seed], config=cfg,
-                   backend=getattr(env, "backend", "jax"), wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env))
+                   backend=env.backend, wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env))
     learner = make_learner("imitation", cfg, env)
     run = RunDir.create(out if out is not None else default_run_dir(f"{env.env_id}-imitation"), spec)
     atomic_write_bytes(run.path / METRICS, (",".join(METRIC_COLUMNS) + "\n").encode())
 
-    shape = (-1, *env.obs_shape)
-    # Rows hold numbers; the policy must see them as the environment gives them (uint8 images
-    # are scaled inside the network), so they go back to the env's observation dtype.
-    obs_dtype = getattr(env, "obs_dtype", np.float32)
-    train_obs = jnp.asarray(train.obs.reshape(shape).astype(obs_dtype))
-    test_obs = jnp.asarray(test.obs.reshape(shape).astype(obs_dtype))
-    train_actions, test_actions = jnp.asarray(train.actions), jnp.asarray(test.actions)
+    train_obs, train_actions = _as_env_arrays(env, train)
+    test_obs, test_actions = _as_env_arrays(env, test)
     size = len(train)
     batch_size = min(cfg.batch_size, size)
     batches = size // batch_size
-    optimizer = optax.adam(cfg.learning_rate)
+    run_epoch, measure, optimizer = _epoch_functions(learner, cfg.learning_rate, size, batch_size)
 
     init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed))
     params = learner.init(init_key).params
     opt_state = optimizer.init(params)
 
-    def loss_fn(params: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        return cross_entropy(learner.q_values(params, obs), actions)
-
-    @jax.jit
-    def run_epoch(params: Any, opt_state: Any, key: jax.Array, obs: jax.Array, actions: jax.Array):
-        order = jax.random.permutation(key, size)[: batches * batch_size].reshape(batches, batch_size)
-
-        def step(carry, index):
-            params, opt_state = carry
-            grads = jax.grad(loss_fn)(params, obs[index], actions[index])
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
-
-        return jax.lax.scan(step, (params, opt_state), order)[0]
-
-    @jax.jit
-    def measure(params: Any, obs: jax.Array, actions: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = learner.q_values(params, obs)
-        return cross_entropy(logits, actions), accuracy(logits, actions)
-
-    compiled = make_driver(cfg, env, learner, [seed])  # evaluates in the env: compiled loop or host loop
+    driver = make_driver(cfg, env, learner, [seed])  # evaluates in the env: compiled loop or host loop
 
     def env_returns(params: Any, stream: int, step: int, episodes: int) -> np.ndarray:
         stacked = jax.tree.map(lambda x: x[None], params)
-        return compiled.evaluate(stacked, jax_loop.eval_keys([seed], stream, step), episodes)[0]
+        return driver.evaluate(stacked, jax_loop.eval_keys([seed], stream, step), episodes)[0]
 
     from tensorboardX import SummaryWriter
 
@@ -208,15 +183,62 @@ def imitate(
         best_final = env_returns(best["params"], jax_loop.FINAL_EVAL_STREAM, 0, cfg.final_eval_episodes)
         last_final = env_returns(params, jax_loop.FINAL_EVAL_STREAM, 0, cfg.final_eval_episodes)
     finally:
-        compiled.close()  # a Gymnasium env's evaluation copies (processes, when async)
+        driver.close()  # a Gymnasium env's evaluation copies (processes, when async)
+    summary = _summary(env, cfg, train, test, best, row, best_final, last_final, batches, batch_size,
+                       time.perf_counter() - started, driver.compile_seconds)
+    run.write_summary(summary)
+    return ImitationRun(path=run.path, config=cfg, summary=summary)
+
+
+def _as_env_arrays(env: Env, data: Dataset) -> tuple[jax.Array, jax.Array]:
+    """A dataset's observations (shaped and typed as the environment gives them) and actions."""
+    # Rows hold numbers; the policy must see them as the environment gives them (uint8 images
+    # are scaled inside the network), so they go back to the env's observation dtype.
+    obs_dtype = getattr(env, "obs_dtype", np.float32)
+    return jnp.asarray(data.obs.reshape((-1, *env.obs_shape)).astype(obs_dtype)), jnp.asarray(data.actions)
+
+
+def _epoch_functions(learner: Any, learning_rate: float, size: int, batch_size: int):
+    """(run_epoch, measure, optimizer): one epoch of Adam steps on shuffled minibatches, and
+    (cross-entropy, accuracy) of the policy on a dataset, both jitted."""
+    batches = size // batch_size
+    optimizer = optax.adam(learning_rate)
+
+    def loss_fn(params: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        return cross_entropy(learner.q_values(params, obs), actions)
+
+    @jax.jit
+    def run_epoch(params: Any, opt_state: Any, key: jax.Array, obs: jax.Array, actions: jax.Array):
+        order = jax.random.permutation(key, size)[: batches * batch_size].reshape(batches, batch_size)
+
+        def step(carry, index):
+            params, opt_state = carry
+            grads = jax.grad(loss_fn)(params, obs[index], actions[index])
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        return jax.lax.scan(step, (params, opt_state), order)[0]
+
+    @jax.jit
+    def measure(params: Any, obs: jax.Array, actions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = learner.q_values(params, obs)
+        return cross_entropy(logits, actions), accuracy(logits, actions)
+
+    return run_epoch, measure, optimizer
+
+
+def _summary(env: Env, cfg: ImitationConfig, train: Dataset, test: Dataset, best: dict[str, Any], row: dict[str, Any],
+             best_final: np.ndarray, last_final: np.ndarray, batches: int, batch_size: int, wall: float,
+             compile_seconds: float) -> dict[str, Any]:
+    """summary.json of an imitation run: the best weights' final evaluation, the last epoch's figures."""
     threshold = env.solve_threshold
     mean = float(best_final.mean())
     summary = {
         "env_id": env.env_id,
         "agent": "imitation",
         "total_steps": 0,  # env steps of training: none, the policy learns from the dataset
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "compile_seconds": round(compiled.compile_seconds, 3),
+        "wall_seconds": round(wall, 3),
+        "compile_seconds": round(compile_seconds, 3),
         "steps_to_solve": None,
         "eval_mean_return": mean,
         "eval_std_return": float(best_final.std()),
@@ -244,8 +266,7 @@ def imitate(
         "test_rows_also_in_train": _shared_rows(train, test),
         "expert": train.meta.get("expert"),
     }
-    run.write_summary(summary)
-    return ImitationRun(path=run.path, config=cfg, summary=summary)
+    return summary
 
 
 def _stacked(params: Any) -> Any:

@@ -229,7 +229,9 @@ def run_sweep(env: Any, grid: dict[str, list[Any]], *, seeds: list[int], agent: 
     chosen = backend
     overrides = expand_grid(grid)
     configs = [_checked(base.replace(**o), o) for o in overrides]
-    groups = plan_groups(configs, seeds, vmapped=chosen == "jax")
+    from dqnx.envs import BACKENDS
+
+    groups = plan_groups(configs, seeds, vmapped=BACKENDS[chosen].loop == "compiled")
     out = _create_sweep_dir(out)
     stored_params = env_params
     meta = {
@@ -350,9 +352,9 @@ def curves_png(grid: dict[str, list[Any]], overrides: list[dict[str, Any]], curv
     """One panel per configuration: each seed's periodic greedy return (thin) and their mean (thick).
     Two grid keys make a rows x columns table (first key down, second across); otherwise one row per
     configuration in a near-square layout."""
-    from dqnx.viz.plots import _png, _pyplot
+    from dqnx.viz.plots import figure_png, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     keys = list(grid)
     if len(keys) == 2:
         rows_n, cols_n = len(grid[keys[0]]), len(grid[keys[1]])
@@ -385,4 +387,4 @@ def curves_png(grid: dict[str, list[Any]], overrides: list[dict[str, Any]], curv
         ax.set_ylabel("greedy return", fontsize=8)
     fig.suptitle(f"{env_id}: periodic greedy return per configuration (thin: seeds, thick: mean)", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dqnx.config import RunConfig, coerce, config_class
+from dqnx.envs import BACKENDS
 from dqnx.errors import UsageError
 from dqnx.runs.files import atomic_write_bytes
 from dqnx.search.sweep import ALIASES, Group, plan_groups, train_group
@@ -77,7 +78,9 @@ def field_of(name: str) -> str:
 
 
 def default_space(agent: str) -> list[Param]:
-    return DEFAULT_SPACE["dqn" if agent in ("dqn", "rainbow") else "tabular"]
+    from dqnx.agents import agent_kind
+
+    return DEFAULT_SPACE["dqn" if agent_kind(agent).network else "tabular"]
 
 
 def parse_params(items: list[str], agent: str = "dqn") -> list[Param]:
@@ -230,7 +233,7 @@ def run_tune(env: Any, *, agent: str, backend: str, env_params: dict[str, Any], 
         usable = [(t, c) for t, c in zip(asked, configs) if not isinstance(c, UsageError)]
         if not usable:  # a space that yields nothing trainable would otherwise ask forever
             raise UsageError(f"every trial of a batch had settings the agent refuses, e.g. {configs[0]}; narrow the --param ranges")
-        groups = plan_groups([c for _, c in usable], seeds, vmapped=backend == "jax")
+        groups = plan_groups([c for _, c in usable], seeds, vmapped=BACKENDS[backend].loop == "compiled")
         numbers = [t.number for t, _ in usable]
         batch_dir = out / "trials" / f"batch-{numbers[0]:04d}"
         if ray_address is None:

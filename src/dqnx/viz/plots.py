@@ -31,7 +31,8 @@ PLOT_FILES = ("returns.png", "loss.png", "q_vs_return.png")
 DPI = 100
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed): draw, then `figure_png`."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -111,10 +112,11 @@ def _over_seeds(run: RunData, x_column: str, y_column: str) -> tuple[np.ndarray,
     return (xs, np.array([v.mean() for v in ys]), np.array([v.min() for v in ys]), np.array([v.max() for v in ys]))
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (closed afterwards, so figures don't pile up)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
@@ -124,7 +126,7 @@ def _seeds_note(run: RunData) -> str:
 
 
 def returns_png(runs: list[RunData]) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, run in enumerate(runs):
         color = f"C{i}"
@@ -146,11 +148,11 @@ def returns_png(runs: list[RunData]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def loss_png(runs: list[RunData]) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
     all_positive = True
@@ -176,7 +178,7 @@ def loss_png(runs: list[RunData]) -> bytes:
     if drawn:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _episodes(n: int) -> str:
@@ -186,7 +188,7 @@ def _episodes(n: int) -> str:
 def q_vs_return_png(runs: list[RunData]) -> bytes:
     """Needs each run's `episodes` filled (see add_episodes). One colour per seed for a
     single run (each seed has its own Q-function), one per run when comparing runs."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     groups = []  # (label, colour, gamma, episodes)
     for i, run in enumerate(runs):
@@ -225,17 +227,18 @@ def q_vs_return_png(runs: list[RunData]) -> bytes:
     ax.set_title("Predicted Q vs observed return (fresh greedy episodes)", fontsize=11)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def add_episodes(run: RunData, episodes: int, seed: int = 0, trust_env_code: bool = False) -> None:
     """Roll out `episodes` fresh greedy episodes per trained seed, under the best weights:
     inside JAX for JAX envs, stepped on the host for Gymnasium ones."""
-    from dqnx import api
+    from dqnx import trained
+    from dqnx.envs import backend_of
     from dqnx.viz.rollout import greedy_episodes, gymnasium_greedy_episodes
 
-    agent = api.load(run.path, trust_env_code=trust_env_code)
-    if getattr(agent.env, "backend", "jax") == "gymnasium":
+    agent = trained.load(run.path, trust_env_code=trust_env_code)
+    if backend_of(agent.env).loop == "host":
         env = agent.env.make(train=False)
         try:
             run.episodes = {

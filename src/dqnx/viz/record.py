@@ -204,9 +204,9 @@ def record(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: int = 
     if isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 100:
         raise UsageError(f"--fps must be an integer from 1 to 100, got {fps!r}")
     out, suffix = check_out(out)
-    from dqnx import api
+    from dqnx import trained
 
-    agent = api.load(run_dir, weights=weights, trust_env_code=trust_env_code)
+    agent = trained.load(run_dir, weights=weights, trust_env_code=trust_env_code)
     recorded = agent_episodes(agent, episodes, seed)
     frames = annotate(recorded, agent.env_id, scale)
     atomic_write_bytes(out, encode(frames, suffix, fps))
@@ -222,7 +222,9 @@ def record(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: int = 
 
 def agent_episodes(agent: Any, episodes: int, seed: int) -> list[RecordedEpisode]:
     """The frame source for the agent's environment backend."""
-    if getattr(agent.env, "backend", "jax") == "gymnasium":
+    from dqnx.envs import backend_of
+
+    if backend_of(agent.env).loop == "host":
         env = agent.env.make(train=False, render_mode="rgb_array")
         epsilon = agent.config.eval_epsilon
         rng = np.random.default_rng(seed)

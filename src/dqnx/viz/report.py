@@ -91,9 +91,9 @@ def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 
         "q_vs_return.png": plots.q_vs_return_png([run]),
     }
 
-    from dqnx import api
+    from dqnx import trained
 
-    agent = api.load(run.path, trust_env_code=trust_env_code)
+    agent = trained.load(run.path, trust_env_code=trust_env_code)
     recording_html: str
     try:
         recorded = record.agent_episodes(agent, record_episodes, seed)

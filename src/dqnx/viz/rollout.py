@@ -81,7 +81,7 @@ def _rollout_fn(algorithm: str, config: Any, env: Any, episodes: int):
 
 
 def greedy_episodes(agent: Any, episodes: int, seed: int = 0, seed_index: int = 0) -> list[Episode]:
-    """`episodes` fresh greedy episodes of `agent` (a dqnx.api.Agent) under one trained seed's weights."""
+    """`episodes` fresh greedy episodes of `agent` (a dqnx.trained.Agent) under one trained seed's weights."""
     import jax
 
     params = jax.tree.map(lambda x: x[seed_index], agent.params)
