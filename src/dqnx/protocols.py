@@ -1,6 +1,6 @@
 """The data types and protocols the layers share: transitions, rollouts, learners, envs, drivers.
 
-This module sits at the bottom of dqnx with `errors.py` and `config.py`: `envs/`,
+This module sits at the bottom of dqnx with `errors.py` and `config/`: `envs/`,
 `replay/`, `agents/` and `drivers/` all import from it, and it imports nothing of dqnx,
 so none of them needs another to know what a transition or a learner is.
 

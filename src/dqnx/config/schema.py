@@ -1,13 +1,9 @@
-"""Agent configurations: one frozen, typed dataclass per agent, every field documented.
+"""The configuration schema: one frozen, typed dataclass per agent, every field documented.
 
 `RunConfig` holds what every agent shares (budget, discount, exploration,
 evaluation); `DQNConfig`, `TabularConfig`, `LinearConfig` and `ImitationConfig` add their own fields.
-Values come in layers, later ones winning:
-
-1. the defaults below;
-2. the environment's preset, a TOML file in ``dqnx/presets/`` (``CartPole-v1.toml``
-   for DQN, ``tabular-q/Dungeon-v0.toml`` for another agent);
-3. the user's ``--config FILE.toml`` and then each ``--set key=value``.
+parsing.py turns TOML values and --set strings into these fields' types; presets.py
+layers the defaults, the environment's preset, a --config file and --set overrides.
 
 To list every field with its default: ``python -c "import dqnx.config as c; print(c.describe())"``.
 """
@@ -15,13 +11,8 @@ To list every field with its default: ``python -c "import dqnx.config as c; prin
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-import tomllib
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from dqnx.errors import UsageError
@@ -335,167 +326,8 @@ def describe(cls: type[RunConfig] = DQNConfig) -> str:
     )
 
 
-def _unknown_key(key: str, where: str, cls: type) -> UsageError:
-    close = difflib.get_close_matches(key, _fields(cls), n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"see {cls.__name__} in dqnx/config.py"
-    return UsageError(f"unknown hyperparameter {key!r} in {where}; {hint}")
-
-
-def coerce(key: str, value: Any, where: str, cls: type[RunConfig] = DQNConfig) -> Any:
-    """Convert a TOML value or a --set string into the field's type, or raise UsageError."""
-    if key not in _fields(cls):
-        raise _unknown_key(key, where, cls)
-    return coerce_scalar(key, value, typing.get_type_hints(cls)[key], where)
-
-
-def coerce_scalar(key: str, value: Any, kind: Any, where: str) -> Any:
-    """`value` (a TOML value or a command-line string) as `kind`: bool, int, finite float, str or tuple."""
-    bad = UsageError(f"{key} in {where} must be {_type_name(kind)}, got {value!r}")
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return value.lower() in ("true", "1", "yes", "on")
-        raise bad
-    if kind is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value.replace("_", ""))
-            except ValueError:
-                raise bad from None
-            if math.isfinite(number) and number.is_integer():
-                return int(number)
-        raise bad
-    if kind is float:
-        if isinstance(value, bool):
-            raise bad
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-        if not math.isfinite(number):
-            raise UsageError(f"{key} in {where} must be a finite number, got {value!r}")
-        return number
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if typing.get_origin(kind) is tuple:
-        item_type = typing.get_args(kind)[0]
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise bad
-        try:
-            if item_type is int:
-                return tuple(int(str(v).strip()) for v in items if str(v).strip())
-            numbers = tuple(float(str(v).strip()) for v in items if str(v).strip())
-        except ValueError:
-            raise bad from None
-        if not all(math.isfinite(v) for v in numbers):
-            raise UsageError(f"{key} in {where} must be finite numbers, got {value!r}")
-        return numbers
-    raise AssertionError(f"unhandled config type {kind}")
-
-
 def _type_name(kind: Any) -> str:
     if typing.get_origin(kind) is tuple:
         item = "integers" if typing.get_args(kind)[0] is int else "numbers"
         return f"a comma-separated list of {item}"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
-
-
-def preset_path(env_id: str, agent: str = "dqn") -> Path | None:
-    """presets/ENV.toml for DQN, presets/AGENT/ENV.toml for the other agents."""
-    folder = resources.files("dqnx") / "presets"
-    path = folder / f"{env_id}.toml" if agent == "dqn" else folder / agent / f"{env_id}.toml"
-    return Path(str(path)) if path.is_file() else None
-
-
-# Top-level keys of a config file that describe the environment rather than hyperparameters.
-ENV_KEYS = ("wrappers",)
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """A config file's hyperparameters, flattened (the environment's keys, ENV_KEYS, left out)."""
-    data = _load_toml(path)
-    # Presets may group values in tables ([dqn], [exploration], ...) for readability.
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in ENV_KEYS:
-            continue
-        if isinstance(value, dict):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return flat
-
-
-def read_toml_wrappers(path: Path) -> Any:
-    """A config file's [[wrappers]] tables (target = "module:callable", kwargs = {...}), unchecked."""
-    return _load_toml(path).get("wrappers")
-
-
-def _load_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist; check the path given to --config") from None
-    except IsADirectoryError:
-        raise UsageError(f"config file {path} is a directory; give --config a TOML file") from None
-    except OSError as e:
-        raise UsageError(f"config file {path} cannot be read ({e.strerror}); check its permissions") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"config file {path} is not valid TOML ({e}); fix the file") from None
-    return data
-
-
-def parse_set(items: list[str], option: str = "--set") -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{option} expects key=value, got {item!r}; e.g. {option} learning_rate=3e-4")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def build_config(
-    env_id: str,
-    config_file: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    base: RunConfig | None = None,
-    agent: str = "dqn",
-) -> RunConfig:
-    """Defaults (or `base`), then the env's preset for `agent`, then `config_file`, then `overrides`."""
-    cls = type(base) if base is not None else config_class(agent)
-    values: dict[str, Any] = {}
-    if base is None:
-        presets = [preset_path(env_id, agent)]
-        if agent == "rainbow":
-            # Rainbow is DQN's env preset, then the Rainbow switches, then the env's Rainbow tuning.
-            common = Path(str(resources.files("dqnx") / "presets" / "rainbow" / "common.toml"))
-            presets = [preset_path(env_id, "dqn"), common, *presets]
-        for preset in presets:
-            if preset is None:
-                continue
-            for key, value in read_toml(preset).items():
-                values[key] = coerce(key, value, f"preset {preset.name}", cls)
-    if config_file is not None:
-        path = Path(config_file)
-        for key, value in read_toml(path).items():
-            values[key] = coerce(key, value, str(path), cls)
-    for key, value in (overrides or {}).items():
-        values[key] = coerce(key, value, "--set", cls)
-    return (base or cls()).replace(**values).validate()
-
-
-def from_dict(data: dict[str, Any], where: str, agent: str = "dqn") -> RunConfig:
-    cls = config_class(agent)
-    return cls(**{k: coerce(k, v, where, cls) for k, v in data.items()}).validate()
