@@ -103,6 +103,7 @@ def train(
             raise UsageError(f"{resume} is a group of a sweep or tune study (several configurations in one program) and "
                              "cannot be resumed by dqnx train; run the sweep again, or the same dqnx tune command")
         spec = run.read_config()
+        run.check_resumable(spec)
         given_env = env_id is not None and not isinstance(env_id, str)  # an instance or factory, passed again
         if isinstance(env_id, str) and env_id != spec.env_id:
             raise UsageError(f"{resume} is a {spec.env_id} run, not {env_id}; drop the env id to resume it")

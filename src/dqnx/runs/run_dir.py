@@ -30,7 +30,15 @@ from dqnx.errors import UsageError
 from dqnx.runs import trust
 from dqnx.runs.files import atomic_write_bytes, atomic_write_json, load_tree, read_json, save_tree
 
-FORMAT = "dqnx-run/1"
+# The run directory's format, recorded in config.json. Bump FORMAT_VERSION when the tensor
+# names of the weights or checkpoint (they follow the state pytree) or config.json's layout
+# change. Older formats must keep loading for `dqnx eval` / `dqnx.load` (weights); resume
+# needs the exact checkpoint layout, so it takes RESUMABLE_VERSIONS only and refuses others
+# with a message naming the version. tests/fixtures/ holds a run of each format.
+FORMAT_NAME = "dqnx-run"
+FORMAT_VERSION = 1
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
+RESUMABLE_VERSIONS = (1,)
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
@@ -79,12 +87,19 @@ class RunSpec:
     env_settings: dict[str, Any] | None = None
     wrappers: tuple[Wrapper, ...] = ()  # Gymnasium wrappers applied in order (environment data, not hyperparameters)
     spaces: dict[str, Any] | None = None  # dqnx.envs.source.describe_spaces of the env: weights load without it
+    format_version: int = FORMAT_VERSION  # of the run directory it was read from
 
     @property
     def source(self) -> EnvSource:
         """What builds the environment: what trust is checked and keyed on."""
         return EnvSource(env_id=self.env_id, backend=self.backend, env_params=dict(self.env_params),
                          wrappers=tuple(self.wrappers))
+
+
+def format_version(value: Any) -> int | None:
+    """'dqnx-run/3' -> 3; None for anything else."""
+    name, _, version = str(value).partition("/")
+    return int(version) if name == FORMAT_NAME and version.isdigit() else None
 
 
 class RunDir:
@@ -141,8 +156,12 @@ class RunDir:
         their registries); nothing it names is imported (dqnx.runs.trust decides that)."""
         where = str(self.path / CONFIG)
         data = read_json(self.path / CONFIG, "run config")
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        version = format_version(data.get("format")) if isinstance(data, dict) else None
+        if version is None:
             raise UsageError(f"{where} is not a dqnx run config (format {FORMAT}); was it written by dqnx?")
+        if version > FORMAT_VERSION:
+            raise UsageError(f"{self.path} was written by a newer dqnx (run format {data['format']}); this dqnx reads "
+                             f"formats up to {FORMAT}: upgrade dqnx")
         try:
             env_id, seeds, values = data["env_id"], data["seeds"], data["config"]
             agent = data.get("agent", "dqn")
@@ -158,7 +177,14 @@ class RunDir:
         config = from_dict(values, where, agent)
         settings = data.get("env_settings") if isinstance(data.get("env_settings"), dict) else None  # shown, never run
         return RunSpec(env_id=source.env_id, agent=agent, env_params=source.env_params, seeds=list(seeds), config=config,
-                       backend=source.backend, env_settings=settings, wrappers=source.wrappers, spaces=data.get("spaces"))
+                       backend=source.backend, env_settings=settings, wrappers=source.wrappers, spaces=data.get("spaces"),
+                       format_version=version)
+
+    def check_resumable(self, spec: "RunSpec") -> None:
+        """Resume restores the checkpoint tensor by tensor: only formats whose layout this dqnx writes."""
+        if spec.format_version not in RESUMABLE_VERSIONS:
+            raise UsageError(f"{self.path} is a run of format {FORMAT_NAME}/{spec.format_version}, which this dqnx cannot "
+                             f"resume (it resumes {FORMAT}); evaluate or load it, or train a new run")
 
     def set_total_steps(self, total_steps: int) -> None:
         data = read_json(self.path / CONFIG, "run config")
