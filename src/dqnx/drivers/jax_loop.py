@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.config import VMAPPABLE, RunConfig
+from dqnx.drivers.episodes import play_jax
 from dqnx.envs import JaxEnv
 from dqnx.protocols import Batch, Learner
 
@@ -80,6 +81,14 @@ def hyper_arrays(config: RunConfig) -> dict[str, np.ndarray]:
 
 def seed_key(seed: int) -> jax.Array:
     return jax.random.PRNGKey(seed)
+
+
+def episode_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(reset key, step key) of a batch of greedy episodes: the evaluation's streams, which the
+    Q-vs-return plot and recordings share (reset keys split(reset key, episodes), step t's keys
+    split(fold_in(step key, t), episodes))."""
+    reset_key, loop_key = jax.random.split(key)
+    return reset_key, loop_key
 
 
 def all_legal(num_envs: int, num_actions: int) -> jax.Array:
@@ -152,30 +161,17 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
                             start + n * jnp.arange(iterations, dtype=jnp.int32))
 
     def evaluate(params: Any, key: jax.Array, episodes: int) -> jax.Array:
-        """Greedy returns of `episodes` episodes run side by side (the first episode of each).
-
-        A while loop, not a fixed-length scan: it stops as soon as every episode has
-        ended, which makes evaluating an early, short-lived agent nearly free.
-        """
-        reset_key, loop_key = jax.random.split(key)
+        """Returns of `episodes` episodes of the evaluation policy run side by side (the first
+        episode of each), played by episodes.play_jax (it stops once every episode has ended)."""
+        reset_key, loop_key = episode_keys(key)
         act_key = jax.random.fold_in(key, 7)  # only used by a stochastic evaluation policy
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
-        def running(carry):
-            t, _, _, _, alive = carry
-            return (t < env.max_episode_steps) & alive.any()
+        def choose(obs, t):
+            return evaluation_action(config, learner, params, obs, jax.random.fold_in(act_key, t),
+                                     all_legal(episodes, env.num_actions)), None
 
-        def step(carry):
-            t, obs, env_state, returns, alive = carry
-            action = evaluation_action(config, learner, params, obs, jax.random.fold_in(act_key, t),
-                                       all_legal(episodes, env.num_actions))
-            step_keys = jax.random.split(jax.random.fold_in(loop_key, t), episodes)
-            obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(step_keys, env_state, action)
-            returns = returns + jnp.where(alive, reward, 0.0)
-            return t + 1, obs, env_state, returns, alive & ~(terminated | truncated)
-
-        carry = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(episodes, jnp.float32), jnp.ones(episodes, bool))
-        return jax.lax.while_loop(running, step, carry)[3]
+        return play_jax(env, choose, jax.random.split(reset_key, episodes),
+                        lambda t: jax.random.split(jax.random.fold_in(loop_key, t), episodes))[0]
 
     return Program(config=config, env=env, learner=learner, init=init, chunk=chunk, evaluate=evaluate)
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dqnx.drivers.episodes import play_host, play_jax
 from dqnx.envs import JaxEnv
 from dqnx.errors import UsageError
 from dqnx.runs.files import atomic_write_bytes, atomic_write_json, parse_json, read_json
@@ -114,26 +115,22 @@ def _rollout_gymnasium(env: Any, policy: Callable[[jax.Array], jax.Array], key: 
     """The same for a Gymnasium env: episode i resets with a seed drawn from fold_in(key, i)."""
     act = jax.jit(policy)
     instance = env.make(train=False)
-    obs_parts, action_parts, lengths, returns = [], [], [], []
-    collected, index = 0, 0
-    try:
-        while collected < samples:
-            reset_seed = int(jax.random.randint(jax.random.fold_in(key, index), (), 0, 2**31 - 1))
-            obs, _ = instance.reset(seed=reset_seed)
-            total, length, done = 0.0, 0, False
-            while not done and collected < samples:
-                action = int(np.asarray(act(jnp.asarray(obs)[None]))[0])
-                obs_parts.append(np.asarray(obs, np.float32))
-                action_parts.append(action)
-                obs, reward, terminated, truncated, _ = instance.step(action)
-                total, length, collected = total + float(reward), length + 1, collected + 1
-                done = terminated or truncated
-            lengths.append(length)
-            if done:
-                returns.append(total)
+
+    def reset_seeds():
+        index = 0
+        while True:
+            yield int(jax.random.randint(jax.random.fold_in(key, index), (), 0, 2**31 - 1))
             index += 1
+
+    try:
+        played = play_host(instance, lambda obs: (int(np.asarray(act(jnp.asarray(obs)[None]))[0]), None), reset_seeds(),
+                           max_steps=samples)
     finally:
         instance.close()
+    obs_parts = [np.asarray(o, np.float32) for e in played for o in e.observations[:len(e.actions)]]
+    action_parts = [a for e in played for a in e.actions]
+    lengths = [len(e.actions) for e in played]
+    returns = [float(sum(e.rewards)) for e in played if e.ended]
     return Rollout(
         obs=np.stack(obs_parts).astype(np.float32),
         actions=np.asarray(action_parts, np.int32),
@@ -152,19 +149,10 @@ def _rollout_jax(env: JaxEnv, policy: Callable[[jax.Array], jax.Array], key: jax
         """Every step of `batch` episodes (first, first+1, ...), with a mask of the steps inside each episode."""
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(first + jnp.arange(batch))
         reset_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-        obs, env_state = jax.vmap(env.reset)(reset_keys)
-
-        def step(carry, t):
-            obs, env_state, alive = carry
-            action = policy(obs)
-            keys_t = jax.vmap(lambda k: jax.random.fold_in(k, t))(step_keys)
-            next_obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(keys_t, env_state, action)
-            done = terminated | truncated
-            record = (obs, action, reward, alive, alive & done)
-            return (next_obs, env_state, alive & ~done), record
-
-        carry = (obs, env_state, jnp.ones(batch, bool))
-        return jax.lax.scan(step, carry, jnp.arange(steps))[1]
+        steps_ = play_jax(env, lambda obs, t: (policy(obs), None), reset_keys,
+                          lambda t: jax.vmap(lambda k: jax.random.fold_in(k, t))(step_keys), record=True)[1]
+        ended = steps_.alive & (steps_.terminated | steps_.truncated)
+        return steps_.obs, steps_.action, steps_.reward, steps_.alive, ended
 
     obs_parts, action_parts, lengths, returns = [], [], [], []
     collected, first = 0, 0

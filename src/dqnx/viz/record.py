@@ -114,18 +114,18 @@ def jax_env_episodes(agent: Any, episodes: int, seed: int = 0, seed_index: int =
 # --- Gymnasium environments ------------------------------------------------------------------
 
 def gymnasium_episodes(env: Any, act: Callable[[Any], int], episodes: int, seed: int = 0) -> list[RecordedEpisode]:
-    """Episodes of `act` (observation -> action) on a Gymnasium env made with render_mode="rgb_array"."""
-    out = []
-    for index in range(episodes):
-        obs, _ = env.reset(seed=seed + index)
-        frames, rewards = [np.asarray(env.render(), np.uint8)], []
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(int(act(obs)))
-            frames.append(np.asarray(env.render(), np.uint8))
-            rewards.append(float(reward))
-            done = terminated or truncated
-        out.append(RecordedEpisode(frames=frames, rewards=rewards))
+    """Episodes of `act` (observation -> action) on a Gymnasium env made with render_mode="rgb_array";
+    episode i resets with seed + i (played by dqnx.drivers.episodes.play_host)."""
+    from dqnx.drivers.episodes import play_host
+
+    frames: list[np.ndarray] = []  # every episode's frames, one after another: a reset's, then each step's
+    played = play_host(env, lambda obs: (int(act(obs)), None), [seed + index for index in range(episodes)],
+                       on_step=lambda env: frames.append(np.asarray(env.render(), np.uint8)))
+    out, start = [], 0
+    for episode in played:
+        count = len(episode.actions) + 1
+        out.append(RecordedEpisode(frames=frames[start:start + count], rewards=list(episode.rewards)))
+        start += count
     return out
 
 

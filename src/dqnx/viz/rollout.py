@@ -1,8 +1,9 @@
-"""Fresh greedy episodes of a trained agent on its JAX environment, Q-values included.
+"""Fresh greedy episodes of a trained agent, Q-values included, as `Episode`s.
 
-One jitted lax.scan runs `episodes` episodes side by side for the environment's full
-time limit and returns every step; the host then cuts each episode at its end. This
-is what the Q-vs-return plot and the JAX-env recordings are made from.
+The episodes are played by the backend's one episode player (dqnx.drivers.episodes:
+`play_jax` side by side in one jitted loop, every step recorded and each episode then cut
+at its end; `play_host` one by one on the host). This is what the Q-vs-return plot and the
+recordings are made from.
 """
 
 from __future__ import annotations
@@ -54,28 +55,22 @@ class Episode:
 @functools.lru_cache(maxsize=8)
 def _rollout_fn(algorithm: str, config: Any, env: Any, episodes: int):
     import jax
-    import jax.numpy as jnp
 
     from dqnx.agents import make_learner
+    from dqnx.drivers.episodes import play_jax
+    from dqnx.drivers.jax_loop import episode_keys
 
     learner = make_learner(algorithm, config, env)
 
     def rollout(params, key):
-        reset_key, loop_key = jax.random.split(key)
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
+        reset_key, loop_key = episode_keys(key)
 
-        def step(carry, t):
-            obs, env_state, alive = carry
+        def choose(obs, t):
             q = learner.q_values(params, obs)
-            action = q.argmax(axis=-1)
-            keys = jax.random.split(jax.random.fold_in(loop_key, t), episodes)
-            next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(keys, env_state, action)
-            record = (obs, q, action, reward, terminated, truncated, final_obs, alive)
-            return (next_obs, env_state, alive & ~(terminated | truncated)), record
+            return q.argmax(axis=-1), q
 
-        carry = (obs, env_state, jnp.ones(episodes, bool))
-        _, records = jax.lax.scan(step, carry, jnp.arange(env.max_episode_steps))
-        return records
+        return play_jax(env, choose, jax.random.split(reset_key, episodes),
+                        lambda t: jax.random.split(jax.random.fold_in(loop_key, t), episodes), record=True)[1]
 
     return jax.jit(rollout)
 
@@ -87,7 +82,7 @@ def greedy_episodes(agent: Any, episodes: int, seed: int = 0, seed_index: int = 
     params = jax.tree.map(lambda x: x[seed_index], agent.params)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), ROLLOUT_STREAM)
     fn = _rollout_fn(agent.algorithm, agent.config, agent.env, episodes)
-    obs, q, action, reward, terminated, truncated, final_obs, alive = map(np.asarray, jax.device_get(fn(params, key)))
+    obs, q, action, reward, terminated, truncated, final_obs, alive = map(np.asarray, jax.device_get(tuple(fn(params, key))))
     out = []
     for e in range(episodes):
         length = int(alive[:, e].sum())  # alive is True from the first step up to the last one
@@ -103,20 +98,15 @@ def greedy_episodes(agent: Any, episodes: int, seed: int = 0, seed_index: int = 
 
 
 def gymnasium_greedy_episodes(env: Any, q_values: Any, episodes: int, seed: int = 0) -> list[Episode]:
-    """The same for a Gymnasium env, stepped on the host: `q_values(obs) -> (num_actions,)`."""
-    out = []
-    for index in range(episodes):
-        obs, _ = env.reset(seed=seed + index)
-        observations, actions, rewards, qs = [np.asarray(obs)], [], [], []
-        terminated = truncated = False
-        while not (terminated or truncated):
-            q = np.asarray(q_values(obs), np.float64)
-            action = int(q.argmax())
-            obs, reward, terminated, truncated, _ = env.step(action)
-            observations.append(np.asarray(obs))
-            actions.append(action)
-            rewards.append(float(reward))
-            qs.append(q)
-        out.append(Episode(observations=np.stack(observations), actions=np.asarray(actions, np.int64),
-                           rewards=np.asarray(rewards), q_values=np.stack(qs), terminated=bool(terminated)))
-    return out
+    """The same for a Gymnasium env, stepped on the host: `q_values(obs) -> (num_actions,)`;
+    episode i resets with seed + i."""
+    from dqnx.drivers.episodes import play_host
+
+    def choose(obs):
+        q = np.asarray(q_values(obs), np.float64)
+        return int(q.argmax()), q
+
+    return [Episode(observations=np.stack([np.asarray(o) for o in e.observations]),
+                    actions=np.asarray(e.actions, np.int64), rewards=np.asarray(e.rewards),
+                    q_values=np.stack(e.q_values), terminated=e.terminated)
+            for e in play_host(env, choose, [seed + index for index in range(episodes)])]
