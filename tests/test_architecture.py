@@ -6,6 +6,7 @@ including imports inside functions, read with `ast`, must go from a layer to one
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def dqnx_imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
 def import_graph() -> dict[tuple[str, str], list[str]]:
     """(importing unit, imported unit) -> where ("file:line"), units differing."""
     edges: dict[tuple[str, str], list[str]] = {}
