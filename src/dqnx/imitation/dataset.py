@@ -88,14 +88,16 @@ def rollout_key(seed: int) -> jax.Array:
 
 
 @dataclass(frozen=True)
-class Rollout:
+class PolicySteps:
+    """`samples` steps of a policy, whole episodes in order (not a protocols.Rollout: no rewards, no [T, N] axes)."""
+
     obs: np.ndarray  # [N, *obs_shape]
     actions: np.ndarray  # [N]
     episode_lengths: list[int]  # rows per episode, in order; the last episode may be cut short
     complete_returns: list[float]  # returns of the episodes that ended (terminated or truncated) within the rows
 
 
-def rollout(env: Any, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> Rollout:
+def rollout(env: Any, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> PolicySteps:
     """`samples` steps of `policy` (a batch of observations -> actions) in `env`, whole episodes in order.
 
     Episode i starts from fold_in(key, i), whatever the batch size, so a dataset is a
@@ -111,7 +113,7 @@ def rollout(env: Any, policy: Callable[[jax.Array], jax.Array], key: jax.Array, 
     return _rollout_jax(env, policy, key, samples)
 
 
-def _rollout_gymnasium(env: Any, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> Rollout:
+def _rollout_gymnasium(env: Any, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> PolicySteps:
     """The same for a Gymnasium env: episode i resets with a seed drawn from fold_in(key, i)."""
     act = jax.jit(policy)
     instance = env.make(train=False)
@@ -131,7 +133,7 @@ def _rollout_gymnasium(env: Any, policy: Callable[[jax.Array], jax.Array], key: 
     action_parts = [a for e in played for a in e.actions]
     lengths = [len(e.actions) for e in played]
     returns = [float(sum(e.rewards)) for e in played if e.ended]
-    return Rollout(
+    return PolicySteps(
         obs=np.stack(obs_parts).astype(np.float32),
         actions=np.asarray(action_parts, np.int32),
         episode_lengths=lengths,
@@ -139,7 +141,7 @@ def _rollout_gymnasium(env: Any, policy: Callable[[jax.Array], jax.Array], key: 
     )
 
 
-def _rollout_jax(env: JaxEnv, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> Rollout:
+def _rollout_jax(env: JaxEnv, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> PolicySteps:
     steps = env.max_episode_steps
     features = max(1, math.prod(env.obs_shape))
     batch = int(max(1, min(32, _MAX_RECORDED_VALUES // (steps * features))))
@@ -170,7 +172,7 @@ def _rollout_jax(env: JaxEnv, policy: Callable[[jax.Array], jax.Array], key: jax
             if collected >= samples:
                 break
         first += batch
-    return Rollout(
+    return PolicySteps(
         obs=np.concatenate(obs_parts).astype(np.float32),
         actions=np.concatenate(action_parts).astype(np.int32),
         episode_lengths=lengths,
