@@ -194,9 +194,10 @@ def test_envs_lists_presets_and_references():
 @pytest.mark.slow
 def test_breakout_preset_beats_random_play(tmp_path):
     """The Breakout-MinAtar preset's final weights, greedy over 100 fresh episodes, beat a
-    uniformly random policy's return by a clear margin within 300k env steps."""
+    uniformly random policy's return by a clear margin within 200k env steps (measured once,
+    on a loaded machine: 9.5 against about 0.3 for random play)."""
     game = "Breakout-MinAtar"
-    run = dqnx.train(game, steps=300_000, out=tmp_path / "run", tensorboard=False)
+    run = dqnx.train(game, steps=200_000, out=tmp_path / "run", tensorboard=False)
     final = dqnx.evaluate(run.path, episodes=100, weights="last")
     random_play = dqnx.train(game, steps=2048, out=tmp_path / "random", tensorboard=False,
                              config={"learning_starts": 10**9, "epsilon_decay_steps": 10**9, "eval_every": 2048})

@@ -1,0 +1,296 @@
+"""MinAtar measured against the published tables (issue 19): docs/minatar.md and
+docs/img/minatar.png.
+
+A cell is (game, agent, settings, seed): `dqnx train GAME --agent AGENT --seed SEED` with
+the game's preset and the env parameters of the named settings (dqnx.envs.minatar.SETTINGS:
+"minatar" = the MinAtar paper's sticky actions 0.1 and no episode cut, "gymnax" = gymnax's
+defaults), one seed per process so that each cell's wall time is a single run's. For each
+cell the script keeps:
+
+- final: the final weights' greedy return over 100 fresh episodes (`dqnx eval --weights
+  last`): the figure compared with the published ones;
+- train_100: the training return averaged over the last 100 episodes (metrics.csv's
+  train_return_100), the MinAtar paper's measure (its behaviour policy explored with
+  epsilon 0.1; each preset says its own floor);
+- best: the best periodic evaluation's weights re-evaluated (summary.json), shown only;
+- env steps, wall seconds (train process, compilation included), the resolved env
+  settings (config.json's env_settings) and the learning curve.
+
+Every finished cell goes to docs/minatar-cells.json at once; a rerun skips cells that are
+there with the same steps and the same resolved config, so the table can be filled across
+sessions. The markdown and the figure are rebuilt from the JSON alone:
+
+    python benchmarks/minatar.py [--games Breakout-MinAtar,...] [--agents dqn,pqn] [--seeds 3]
+                                 [--settings minatar,gymnax] [--steps N] [--report-only]
+
+Without --steps a cell trains for its reference's budget: 5M steps under the MinAtar
+paper's settings, 10M under gymnax's (gymnax-blines' PPO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))  # the checkout's dqnx, as the subprocesses below
+
+from dqnx.config import CONFIGS, build_config  # noqa: E402
+from dqnx.envs.minatar import GAMES, REFERENCES, SETTINGS  # noqa: E402
+
+CELLS = ROOT / "docs" / "minatar-cells.json"
+DOC = ROOT / "docs" / "minatar.md"
+FIGURE = ROOT / "docs" / "img" / "minatar.png"
+BUDGET = {ref.settings: ref.steps for ref in REFERENCES}  # settings -> the reference's env steps
+
+
+def available_agents() -> list[str]:
+    """DQN, and PQN once `--agent pqn` exists (the PQN agent lands separately)."""
+    return [a for a in ("dqn", "pqn") if a in CONFIGS]
+
+
+def cell_key(game: str, agent: str, settings: str, seed: int) -> str:
+    return f"{game}|{agent}|{settings}|{seed}"
+
+
+def resolved_config(game: str, agent: str, steps: int) -> dict:
+    return build_config(game, agent=agent, overrides={"total_steps": steps}).to_dict()
+
+
+def _dqnx(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "dqnx.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def run_cell(game: str, agent: str, settings: str, seed: int, steps: int, workdir: Path) -> dict:
+    """Train one seed in its own process, evaluate its final weights, read its files."""
+    params = SETTINGS[settings].params(game)
+    run = workdir / f"{game}-{agent}-{settings}-s{seed}"
+    args = ["train", game, "--agent", agent, "--seed", str(seed), "--steps", str(steps), "--out", str(run),
+            "--quiet", "--no-tensorboard"]
+    for name, value in params.items():
+        args += ["--env-param", f"{name}={value}"]
+    started = time.perf_counter()
+    trained = _dqnx(args)
+    process_seconds = time.perf_counter() - started
+    if trained.returncode != 0:
+        raise SystemExit(f"{game} {agent} {settings} seed {seed}: dqnx train failed:\n{trained.stderr[-2000:]}")
+    evaluated = _dqnx(["eval", str(run), "--weights", "last", "--episodes", "100", "--json"])
+    if evaluated.returncode != 0:
+        raise SystemExit(f"{game} {agent} {settings} seed {seed}: dqnx eval failed:\n{evaluated.stderr[-2000:]}")
+    final = json.loads(evaluated.stdout)
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    number = lambda text: float(text) if text not in ("", None) else None  # noqa: E731
+    return {
+        "game": game, "agent": agent, "settings": settings, "seed": seed,
+        "env_settings": config.get("env_settings"),
+        "config": config["config"],
+        "env_steps": summary["total_steps"],
+        "final": final["mean_return"],
+        "final_std": final["std_return"],
+        "train_100": number(rows[-1]["train_return_100"]) if rows else None,
+        "best": summary["eval_mean_return"],
+        "wall_seconds": summary["wall_seconds"],
+        "compile_seconds": summary["compile_seconds"],
+        "process_seconds": round(process_seconds, 1),
+        "curve": {
+            "env_steps": [int(r["env_steps"]) for r in rows],
+            "train_100": [number(r["train_return_100"]) for r in rows],
+            "eval": [number(r["eval_mean_return"]) for r in rows],
+        },
+        "measured": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+        "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
+    }
+
+
+def load_cells() -> dict:
+    return json.loads(CELLS.read_text()) if CELLS.is_file() else {}
+
+
+def save_cells(cells: dict) -> None:
+    """Atomically, so an interrupted run never leaves half a file."""
+    from dqnx.runs.files import atomic_write_json
+
+    atomic_write_json(CELLS, dict(sorted(cells.items())))
+
+
+# --- the report -------------------------------------------------------------------------------
+
+def _mean_sd(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _published(game: str, settings: str) -> str:
+    out = []
+    for ref in REFERENCES:
+        value = ref.returns.get(game)
+        if ref.settings == settings and value is not None:
+            out.append(f"{ref.agent.split(' ')[0]} {'~' if ref.approximate else ''}{value:g} ({ref.steps / 1e6:g}M)")
+    return ", ".join(out) or "-"
+
+
+def _settings_text(env_settings: dict | None) -> str:
+    if not env_settings:
+        return "-"
+    return f"sticky {env_settings.get('sticky_action_prob', 0):g}, cut {env_settings.get('max_steps_in_episode'):,}"
+
+
+def markdown(cells: dict) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for cell in cells.values():
+        groups.setdefault((cell["game"], cell["settings"], cell["agent"], cell["env_steps"]), []).append(cell)
+    lines = [
+        "# MinAtar against the published tables",
+        "",
+        "Written by `python benchmarks/minatar.py` from docs/minatar-cells.json (issue 19); every",
+        "figure is over the seeds listed, one seed per process. Columns:",
+        "",
+        "- **final**: the final weights' greedy return over 100 fresh episodes, mean ± sd over seeds:",
+        "  the figure compared with the published one beside it (same settings);",
+        "- **train (last 100)**: the training return averaged over the last 100 episodes, the MinAtar",
+        "  paper's measure (its behaviour policy explored with epsilon 0.1; the presets' floor is 0.04);",
+        "- **best**: the best periodic evaluation's weights on 100 fresh episodes (shown, not compared);",
+        "- **wall s**: the training process's wall time per seed, compilation included.",
+        "",
+        "Settings (dqnx.envs.minatar.SETTINGS; each run's config.json records them as env_settings):",
+        "",
+    ]
+    for settings in SETTINGS.values():
+        lines.append(f"- **{settings.name}**: {settings.description}; `"
+                     + " ".join(f"--env-param {k}={v}" for k, v in settings.params("Breakout-MinAtar").items()) + "`")
+    lines += ["", "Published references:", ""]
+    for ref in REFERENCES:
+        lines.append(f"- {ref.agent}, {ref.steps / 1e6:g}M steps, {ref.settings} settings: {ref.source}; {ref.measure}.")
+    lines += [
+        "",
+        "| game | settings | agent | seeds | env steps | final | train (last 100) | best | published, same settings | wall s per seed | env settings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (game, settings, agent, steps), group in sorted(groups.items()):
+        group.sort(key=lambda c: c["seed"])
+        lines.append(
+            f"| {game} | {settings} | {agent} | {','.join(str(c['seed']) for c in group)} | {steps:,} "
+            f"| {_mean_sd([c['final'] for c in group])} | {_mean_sd([c['train_100'] for c in group])} "
+            f"| {_mean_sd([c['best'] for c in group])} | {_published(game, settings)} "
+            f"| {statistics.mean(c['wall_seconds'] for c in group):.0f} | {_settings_text(group[0]['env_settings'])} |"
+        )
+    notes = sorted({f"{c['measured']}: {c['machine']}" for c in cells.values()})
+    lines += ["", "Measured (UTC; the load average says how busy the shared machine was):", ""]
+    lines += [f"- {note}" for note in notes]
+    lines += ["", "![learning curves](img/minatar.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(cells: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = [g for g in GAMES if any(c["game"] == g for c in cells.values())]
+    if not games:
+        return
+    fig, axes = plt.subplots(1, len(games), figsize=(4.8 * len(games), 4.0), squeeze=False)
+    colors = {}
+    for ax, game in zip(axes[0], games):
+        for cell in sorted((c for c in cells.values() if c["game"] == game), key=lambda c: (c["agent"], c["settings"], c["seed"])):
+            label = f"{cell['agent']}, {cell['settings']}"
+            color = colors.setdefault(label, f"C{len(colors)}")
+            curve = cell["curve"]
+            steps = [s / 1e6 for s in curve["env_steps"]]
+            ax.plot(steps, [float("nan") if v is None else v for v in curve["train_100"]], color=color, lw=1.2,
+                    label=f"{label}: train (last 100)" if cell["seed"] == min(c["seed"] for c in cells.values()
+                                                                             if c["game"] == game) else None)
+            ax.plot(steps, [float("nan") if v is None else v for v in curve["eval"]], color=color, lw=0.8, ls=":", alpha=0.7)
+        for ref in REFERENCES:
+            value = ref.returns.get(game)
+            if value is not None:
+                ax.axhline(value, color="grey", lw=0.8, ls="--")
+                ax.annotate(f"{ref.agent.split(' ')[0]} ({ref.settings})", (0, value), fontsize=7, color="grey",
+                            xytext=(2, 2), textcoords="offset points")
+        ax.set_title(game)
+        ax.set_xlabel("env steps (millions)")
+        ax.set_ylabel("return")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("MinAtar: training return over the last 100 episodes (solid), greedy evaluations (dotted), "
+                 "published finals (dashed)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def write_report(cells: dict) -> None:
+    from dqnx.runs.files import atomic_write_bytes
+
+    atomic_write_bytes(DOC, markdown(cells).encode())
+    plot(cells, FIGURE)
+
+
+def _names(text: str, allowed: list[str], what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise SystemExit(f"unknown {what} {', '.join(unknown) or text!r}; choose from {', '.join(allowed)}")
+    return names
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--games", default=",".join(GAMES))
+    parser.add_argument("--agents", default=",".join(available_agents()),
+                        help="dqn, and pqn once the PQN agent exists (default: every available one)")
+    parser.add_argument("--settings", default="minatar,gymnax", help="minatar (the paper's), gymnax (gymnax-blines')")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, one process each")
+    parser.add_argument("--steps", type=int, default=None, help="env steps per cell (default: the reference's budget)")
+    parser.add_argument("--report-only", action="store_true", help="rebuild docs/minatar.md and the figure from the JSON")
+    args = parser.parse_args()
+
+    cells = load_cells()
+    if not args.report_only:
+        games = _names(args.games, list(GAMES), "game")
+        agents = _names(args.agents, available_agents(), "agent")
+        settings_names = _names(args.settings, list(SETTINGS), "settings")
+        if args.seeds < 1 or (args.steps is not None and args.steps < 1):
+            raise SystemExit("--seeds and --steps must be positive")
+        with tempfile.TemporaryDirectory(prefix="dqnx-minatar-") as workdir:
+            for game in games:
+                for agent in agents:
+                    for settings in settings_names:
+                        steps = args.steps or BUDGET[settings]
+                        config = resolved_config(game, agent, steps)
+                        for seed in range(args.seeds):
+                            key = cell_key(game, agent, settings, seed)
+                            done = cells.get(key)
+                            if done and done["env_steps"] == steps and done["config"] == config:
+                                print(f"{key}: kept ({done['final']:.1f})", flush=True)
+                                continue
+                            cell = run_cell(game, agent, settings, seed, steps, Path(workdir))
+                            cells[key] = cell
+                            save_cells(cells)
+                            write_report(cells)
+                            print(f"{key}: final {cell['final']:.1f}, train (last 100) {cell['train_100']}, "
+                                  f"{cell['wall_seconds']:.0f} s", flush=True)
+    write_report(cells)
+    print(f"wrote {DOC.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
