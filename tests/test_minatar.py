@@ -151,6 +151,22 @@ def test_preset_loads_and_builds(game):
     assert state.replay.storage.obs.dtype == jnp.bool_
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("game", [g for g in GAMES if g != "Breakout-MinAtar"])
+def test_preset_runs_a_few_thousand_steps(game, tmp_path):
+    """Each other game's preset, as is but for a short budget (Breakout's: the test below,
+    in the default tier; the default tier builds every preset). Slow tier: a program per
+    game to compile, measured at 45 s of CPU each on a loaded machine (4-8 min of wall)."""
+    import csv
+
+    run = dqnx.train(game, steps=2048, out=tmp_path / "run", tensorboard=False,
+                     config={"learning_starts": 1024, "eval_every": 2048, "eval_episodes": 4, "final_eval_episodes": 4})
+    assert run.summary["total_steps"] == 2048
+    (row,) = list(csv.DictReader(open(run.path / "metrics.csv")))
+    assert int(row["updates"]) == 2 * ((2048 - 1024) // 64 + 1)
+    assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["eval_mean_return"]))
+
+
 def test_breakout_preset_runs_under_minatar_settings(tmp_path):
     game = "Breakout-MinAtar"
     run = dqnx.train(game, steps=4096, env_params=SETTINGS["minatar"].params(game), out=tmp_path / "run",
