@@ -169,6 +169,12 @@ def markdown(cells: dict) -> str:
         "- **best**: the best periodic evaluation's weights on 100 fresh episodes (shown, not compared);",
         "- **wall s**: the training process's wall time per seed, compilation included.",
         "",
+        "A row whose env steps fall short of its reference's budget (5M under the minatar settings,",
+        "10M under gymnax's) is a short check of the pipeline, marked *(check)*, not a comparison.",
+        "The full table: `python benchmarks/minatar.py` on a quiet machine (one process at a time;",
+        "it resumes where the last invocation stopped). PQN rows come with the PQN agent",
+        "(`--agents dqn,pqn` once `dqnx train --agent pqn` exists; its presets go in presets/pqn/).",
+        "",
         "Settings (dqnx.envs.minatar.SETTINGS; each run's config.json records them as env_settings):",
         "",
     ]
@@ -186,7 +192,8 @@ def markdown(cells: dict) -> str:
     for (game, settings, agent, steps), group in sorted(groups.items()):
         group.sort(key=lambda c: c["seed"])
         lines.append(
-            f"| {game} | {settings} | {agent} | {','.join(str(c['seed']) for c in group)} | {steps:,} "
+            f"| {game} | {settings} | {agent} | {','.join(str(c['seed']) for c in group)} "
+            f"| {steps:,}{' *(check)*' if steps < BUDGET[settings] else ''} "
             f"| {_mean_sd([c['final'] for c in group])} | {_mean_sd([c['train_100'] for c in group])} "
             f"| {_mean_sd([c['best'] for c in group])} | {_published(game, settings)} "
             f"| {statistics.mean(c['wall_seconds'] for c in group):.0f} | {_settings_text(group[0]['env_settings'])} |"
@@ -223,14 +230,14 @@ def plot(cells: dict, path: Path) -> None:
             value = ref.returns.get(game)
             if value is not None:
                 ax.axhline(value, color="grey", lw=0.8, ls="--")
-                ax.annotate(f"{ref.agent.split(' ')[0]} ({ref.settings})", (0, value), fontsize=7, color="grey",
-                            xytext=(2, 2), textcoords="offset points")
+                ax.annotate(f"{ref.agent.split(' ')[0]} ({ref.settings} settings)", (0.01, value), fontsize=7, color="grey",
+                            xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points")
         ax.set_title(game)
         ax.set_xlabel("env steps (millions)")
         ax.set_ylabel("return")
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("MinAtar: training return over the last 100 episodes (solid), greedy evaluations (dotted), "
-                 "published finals (dashed)", fontsize=9)
+    fig.suptitle("MinAtar: training return over the last 100 episodes (solid),\n"
+                 "greedy evaluations (dotted), published final returns (dashed)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
