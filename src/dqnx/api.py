@@ -78,7 +78,7 @@ def train(
     env_id: a gymnax id (CartPole-v1, ...), a registered Gymnasium id (LunarLander-v3,
     ALE/Pong-v5, ...), 'module.path:EnvClass', or a gymnasium.Env instance or factory.
     backend: 'jax' or 'gymnasium'; by default gymnax's ids train on JAX, the rest on Gymnasium.
-    agent: 'dqn' (default), 'tabular-q', 'sarsa' or 'linear-q'.
+    agent: 'dqn' (default), 'rainbow', 'pqn', 'tabular-q', 'sarsa' or 'linear-q'.
     config: a full config object, or a dict of overrides applied over the env's preset;
     config_file: a TOML file of overrides; steps: overrides total_steps;
     resume: a run directory to continue; a run trained on an instance or factory that its
@@ -275,7 +275,7 @@ def _search_setup(command: str, env_id: Any, agent: str, backend: str | None, en
     """What sweep and tune share: the agent checked, the seeds, the env and the base config."""
     config_class(agent)
     if not agent_kind(agent).trained_by_rl:
-        raise UsageError(f"imitation policies come from `dqnx imitate`; {command} dqn, rainbow, tabular-q, sarsa or linear-q")
+        raise UsageError(f"imitation policies come from `dqnx imitate`; {command} dqn, rainbow, pqn, tabular-q, sarsa or linear-q")
     seed_list = _seed_list(seed, seeds)
     chosen = resolve_backend(env_id, backend)
     env = make_env(env_id, _checked_params(env_params), chosen, _wrappers(wrappers, config_file))

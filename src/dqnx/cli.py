@@ -44,7 +44,7 @@ WRAPPER_HELP = ("Gymnasium wrapper applied to the env, in order: --wrapper modul
 @app.command()
 def train(
     env_id: Optional[str] = typer.Argument(None, help="Environment: a gymnax id (see `dqnx envs`), a Gymnasium id (LunarLander-v3, ALE/Pong-v5), module.path:EnvClass or package:EnvId (minigrid:MiniGrid-Empty-5x5-v0). Omit with --resume."),
-    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow (DQN with all its improvements), tabular-q, sarsa or linear-q (imitation policies come from `dqnx imitate`)."),
+    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow (DQN with all its improvements), pqn (parallel Q-learning: Q(lambda) rollouts, no replay), tabular-q, sarsa or linear-q (imitation policies come from `dqnx imitate`)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="jax (gymnax, compiled loop) or gymnasium (host loop); default: jax for gymnax's ids, else gymnasium."),
     num_envs: Optional[int] = typer.Option(None, "--num-envs", help="Environments stepped in parallel per seed (same as --set num_envs=N)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Env steps to train (default: the preset's total_steps)."),
@@ -115,7 +115,7 @@ def sweep(
     grid: List[str] = typer.Option(..., "--grid", help="Hyperparameter and its values: --grid lr=1e-4,3e-4,1e-3 (repeatable; lists in brackets: --grid hidden_sizes=[64,64],[256,256])."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per configuration (seed, seed+1, ...)."),
     seed: int = typer.Option(0, "--seed", help="First seed."),
-    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow, tabular-q, sarsa or linear-q."),
+    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow, pqn, tabular-q, sarsa or linear-q."),
     backend: Optional[str] = typer.Option(None, "--backend", help="jax or gymnasium (default: as for `dqnx train`)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Env steps per run (default: the preset's total_steps)."),
     set_: List[str] = typer.Option([], "--set", help="Override a hyperparameter of every configuration: --set batch_size=128."),
@@ -156,7 +156,7 @@ def tune(
     seeds: int = typer.Option(1, "--seeds", help="Seeds per trial; the objective is their mean."),
     seed: int = typer.Option(0, "--seed", help="First seed of each trial, and the sampler's seed."),
     objective: str = typer.Option("auc", "--objective", help="auc: mean of the periodic greedy evaluations (rewards learning early); final: final greedy return of the best weights."),
-    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow, tabular-q, sarsa or linear-q."),
+    agent: str = typer.Option("dqn", "--agent", help="dqn, rainbow, pqn, tabular-q, sarsa or linear-q."),
     backend: Optional[str] = typer.Option(None, "--backend", help="jax or gymnasium (default: as for `dqnx train`)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Env steps per trial (default: the preset's total_steps)."),
     set_: List[str] = typer.Option([], "--set", help="Fix a hyperparameter of every trial: --set batch_size=128."),

@@ -1,4 +1,4 @@
-"""Agents as pure functions. One file per family: dqn.py (DQN), tabular.py, linear.py,
+"""Agents as pure functions. One file per family: dqn.py (DQN), pqn.py (PQN), tabular.py, linear.py,
 imitation.py (a classifier policy trained by `dqnx imitate`).
 
 Every agent gives the training loop the same functions, a `Learner` (dqnx.protocols,
@@ -26,6 +26,13 @@ def _dqn(agent: str, config: RunConfig, env: Any) -> Learner:
     return make_dqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
                             frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None),
                             max_episode_steps=getattr(env, "max_episode_steps", None))
+
+
+def _pqn(agent: str, config: RunConfig, env: Any) -> Learner:
+    from dqnx.agents.pqn import make_pqn_learner
+
+    return make_pqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
+                            image_layout=getattr(env, "image_layout", None))
 
 
 def _tabular(agent: str, config: RunConfig, env: Any) -> Learner:
@@ -62,6 +69,7 @@ class AgentKind:
 AGENTS: dict[str, AgentKind] = {
     "dqn": AgentKind(_dqn, network=True),
     "rainbow": AgentKind(_dqn, network=True),
+    "pqn": AgentKind(_pqn, network=True),
     "tabular-q": AgentKind(_tabular, tabular=True),
     "sarsa": AgentKind(_tabular, tabular=True),
     "linear-q": AgentKind(_linear),
@@ -76,7 +84,7 @@ def agent_kind(agent: str) -> AgentKind:
 
 
 def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
-    """The Learner of `agent` (a name in AGENTS: 'dqn', 'rainbow', 'tabular-q', ...) for `env`."""
+    """The Learner of `agent` (a name in AGENTS: 'dqn', 'rainbow', 'pqn', 'tabular-q', ...) for `env`."""
     return agent_kind(agent).build(agent, config, env)
 
 

@@ -34,7 +34,8 @@ from dqnx.agents.networks import QNetwork, make_network
 from dqnx.config import DQNConfig, hyperparameters
 from dqnx.protocols import Batch, Learner
 
-__all__ = ["QNetwork", "Batch", "AgentState", "DQN", "make_dqn", "make_dqn_learner", "td_target", "td_loss", "epsilon_at",
+__all__ = ["QNetwork", "Batch", "AgentState", "DQN", "make_dqn", "make_dqn_learner", "td_target", "q_lambda_returns",
+           "td_loss", "epsilon_at",
            "categorical_projection", "boltzmann"]
 
 
@@ -84,6 +85,44 @@ def td_target(
     """
     next_value = jnp.take_along_axis(next_q_target, greedy_next_action(next_q_target, next_q_online)[..., None], -1)[..., 0]
     return reward + bootstrap_discount(gamma, terminated) * next_value
+
+
+def q_lambda_returns(
+    reward: jax.Array,
+    terminated: jax.Array,
+    episode_end: jax.Array,
+    next_value: jax.Array,
+    gamma: float | jax.Array,
+    lambda_: float | jax.Array,
+) -> jax.Array:
+    """Q(lambda) targets of a rollout, computed backward over its leading (time) axis.
+
+        G_t = r_t + gamma * (1 - terminated_t) * ((1 - lambda) * v_t + lambda * G_{t+1})
+
+    where v_t = max_a Q(s'_t, a) is the value of step t's true successor (`next_value`;
+    after a truncation, the final observation, never the next episode's first). Where the
+    rollout ends, or step t ends its episode (terminated or truncated), there is no
+    G_{t+1} of the same episode: the return bootstraps from v_t alone. So a terminal
+    stops the return, and a truncation bootstraps from its final observation. lambda = 0
+    gives one-step TD targets (`td_target`), lambda = 1 the discounted rewards to the
+    episode's or rollout's end plus the bootstrap there.
+
+    Three steps, the last terminal (gamma = lambda = 0.5, every v = 2):
+    G_2 = 1; G_1 = 1 + 0.5 * (0.5 * 2 + 0.5 * 1) = 1.75; G_0 = 1 + 0.5 * (1 + 0.875).
+
+    >>> q_lambda_returns(jnp.ones(3), jnp.array([False, False, True]), jnp.array([False, False, True]),
+    ...                  jnp.full(3, 2.0), gamma=0.5, lambda_=0.5)
+    Array([1.9375, 1.75  , 1.    ], dtype=float32)
+    """
+    def backward(next_return, step):
+        r, term, end, v = step
+        continuation = jnp.where(end, v, (1.0 - lambda_) * v + lambda_ * next_return)
+        g = r + gamma * (1.0 - term.astype(jnp.float32)) * continuation
+        return g, g
+
+    # Seeding the recursion with the last v makes the last step's continuation v itself.
+    steps = (reward.astype(jnp.float32), terminated, episode_end, next_value.astype(jnp.float32))
+    return jax.lax.scan(backward, next_value[-1].astype(jnp.float32), steps, reverse=True)[1]
 
 
 def greedy_next_action(next_q_target: jax.Array, next_q_online: jax.Array | None) -> jax.Array:

@@ -13,6 +13,7 @@ from dqnx.config.schema import (
     DQNConfig,
     ImitationConfig,
     LinearConfig,
+    PQNConfig,
     RunConfig,
     TabularConfig,
     config_class,
@@ -20,6 +21,6 @@ from dqnx.config.schema import (
     hyperparameters,
 )
 
-__all__ = ["CONFIGS", "ENV_KEYS", "VMAPPABLE", "DQNConfig", "ImitationConfig", "LinearConfig", "RunConfig", "TabularConfig",
+__all__ = ["CONFIGS", "ENV_KEYS", "VMAPPABLE", "DQNConfig", "ImitationConfig", "LinearConfig", "PQNConfig", "RunConfig", "TabularConfig",
            "build_config", "coerce", "coerce_scalar", "config_class", "describe", "from_dict", "hyperparameters",
            "parse_set", "preset_path", "read_toml", "read_toml_wrappers"]

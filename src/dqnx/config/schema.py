@@ -1,7 +1,7 @@
 """The configuration schema: one frozen, typed dataclass per agent, every field documented.
 
 `RunConfig` holds what every agent shares (budget, discount, exploration,
-evaluation); `DQNConfig`, `TabularConfig`, `LinearConfig` and `ImitationConfig` add their own fields.
+evaluation); `DQNConfig`, `PQNConfig`, `TabularConfig`, `LinearConfig` and `ImitationConfig` add their own fields.
 parsing.py turns TOML values and --set strings into these fields' types; presets.py
 layers the defaults, the environment's preset, a --config file and --set overrides.
 
@@ -25,7 +25,7 @@ from dqnx.errors import UsageError
 VMAPPABLE = (
     "learning_rate", "gamma", "tau", "target_update_period", "epsilon_start", "epsilon_end",
     "epsilon_decay_steps", "adam_eps", "adam_b1", "adam_b2", "rmsprop_decay", "per_alpha", "per_beta",
-    "per_eps", "temperature",
+    "per_eps", "temperature", "q_lambda", "reward_scale",
 )
 
 
@@ -223,6 +223,91 @@ class DQNConfig(RunConfig):
 
 
 @dataclass(frozen=True)
+class PQNConfig(RunConfig):
+    """PQN, parallel Q-learning (Gallici et al., "Simplifying Deep Temporal Difference
+    Learning", ICLR 2025): many envs, Q(lambda) targets over short rollouts, a few epochs
+    of minibatches per rollout, LayerNorm in the Q-network; no replay, no target network.
+
+    Defaults are the paper's CartPole-v1 settings (purejaxql's pqn_cartpole config); a
+    field's text says where its other published settings (MinAtar, Atari) differ.
+    """
+
+    # --- budget and exploration (RunConfig's fields with PQN's defaults) ------------
+    total_steps: int = _doc("Environment steps to train for (summed over parallel envs). Paper, CartPole: 500k.", default=500_000)
+    num_envs: int = _doc("Environments stepped in parallel per seed; a rollout holds rollout_steps x num_envs transitions. Paper: 32 (CartPole), 128 (MinAtar, Atari).", default=32)
+    epsilon_end: float = _doc("Exploration floor, reached at epsilon_decay_steps. Paper: 0.2 (CartPole), 0.05 (MinAtar), 0.001 (Atari).", default=0.2)
+    epsilon_decay_steps: int = _doc("Env steps over which epsilon falls from start to end. Paper: a fifth of the run (CartPole), a tenth (MinAtar, Atari).", default=100_000)
+    eval_every: int = _doc("Greedy evaluation every this many env steps (also the chunk length of the compiled loop); a chunk may end inside a rollout, whose transitions then wait in the learner's state.", default=10_000)
+
+    # --- rollouts and Q(lambda) -----------------------------------------------------
+    rollout_steps: int = _doc("T: steps every env takes between learning phases; each phase learns from the T x num_envs transitions just collected. Paper: 64 (CartPole), 32 (MinAtar, Atari).", default=64)
+    q_lambda: float = _doc("lambda of the Q(lambda) targets: 0 is one-step TD, 1 the Monte-Carlo return to the rollout's end (bootstrapped there). Paper: 0.95 (CartPole), 0.65 (MinAtar, Atari).", default=0.95)
+    num_epochs: int = _doc("Passes over each rollout per learning phase (reshuffled every pass). Paper: 4 (CartPole), 2 (MinAtar, Atari).", default=4)
+    num_minibatches: int = _doc("Minibatches each pass splits the rollout into (must divide rollout_steps x num_envs); one gradient step each. Paper: 16 (CartPole), 32 (MinAtar, Atari).", default=16)
+    reward_scale: float = _doc("Rewards are multiplied by this in the learning targets (the reported returns stay unscaled). Paper: 0.1 for CartPole (the classic-control presets use it), 1 elsewhere.", default=1.0)
+
+    # --- network and optimizer ------------------------------------------------------
+    network: str = _doc("'auto' (the Nature CNN for image observations, else an MLP), 'mlp' or 'cnn'.", default="auto")
+    hidden_sizes: tuple[int, ...] = _doc("Widths of the hidden dense layers. Paper, CartPole: 2 x 256.", default=(256, 256))
+    activation: str = _doc("Nonlinearity of the dense layers: 'relu', 'tanh', 'elu', 'gelu', 'silu' or 'leaky_relu'.", default="relu")
+    layer_norm: bool = _doc("LayerNorm after each hidden dense layer (before its activation): what keeps PQN stable without a target network.", default=True)
+    optimizer: str = _doc("'radam' (the paper's) or 'adam'.", default="radam")
+    learning_rate: float = _doc("Optimizer step size (the starting value with lr_schedule = linear). Paper: 1e-4 (CartPole), 5e-4 (MinAtar), 2.5e-4 (Atari).", default=1e-4)
+    lr_schedule: str = _doc("'linear' (decay to 0 over the run's gradient steps; paper: CartPole, MinAtar) or 'constant' (paper: Atari).", default="linear")
+    adam_eps: float = _doc("(R)Adam's epsilon (numerical stability term).", default=1e-8)
+    adam_b1: float = _doc("(R)Adam's decay of the first-moment (mean) estimate.", default=0.9)
+    adam_b2: float = _doc("(R)Adam's decay of the second-moment estimate.", default=0.999)
+    max_grad_norm: float = _doc("Clip the gradient's global norm to this value; 0 turns clipping off. Paper: 10.", default=10.0)
+    loss: str = _doc("'mse' (half squared error, the paper's) or 'huber' (smooth L1, delta 1).", default="mse")
+
+    # --- optional target network (off in the paper) ---------------------------------
+    target_network: bool = _doc("Bootstrap the Q(lambda) targets from a target network instead of the online one (off in PQN: LayerNorm makes it unnecessary).", default=False)
+    target_update_period: int = _doc("With target_network: sync it every this many learning phases (rollouts).", default=1)
+    tau: float = _doc("With target_network: target <- tau * online + (1 - tau) * target at a sync; 1.0 is a hard copy.", default=1.0)
+
+    @property
+    def rollout_env_steps(self) -> int:
+        """Env steps (over all envs) of one rollout: a learning phase comes after each."""
+        return self.rollout_steps * self.num_envs
+
+    @property
+    def train_freq(self) -> int:
+        """Env steps between learning phases (the host loop stages this many before a learn call)."""
+        return self.rollout_env_steps
+
+    def validate(self) -> "PQNConfig":
+        RunConfig.validate(self)
+        for name in ("rollout_steps", "num_epochs", "num_minibatches", "target_update_period"):
+            _positive(self, name)
+        if self.rollout_env_steps % self.num_minibatches:
+            raise UsageError(f"num_minibatches ({self.num_minibatches}) must divide rollout_steps x num_envs "
+                             f"({self.rollout_steps} x {self.num_envs} = {self.rollout_env_steps}); change one of them")
+        if self.total_steps < self.rollout_env_steps:
+            raise UsageError(f"total_steps ({self.total_steps}) is below one rollout ({self.rollout_steps} x {self.num_envs} "
+                             f"= {self.rollout_env_steps} env steps), so nothing would be learned; raise total_steps or lower rollout_steps")
+        if not 0.0 <= self.q_lambda <= 1.0:
+            raise UsageError(f"q_lambda must lie in [0, 1] (0 = one-step TD, 1 = Monte-Carlo), got {self.q_lambda}")
+        for name in ("reward_scale", "learning_rate", "adam_eps"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
+            raise UsageError(f"hidden_sizes must be positive widths like 256,256, got {self.hidden_sizes}")
+        if self.max_grad_norm < 0:
+            raise UsageError(f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
+        if not 0.0 < self.tau <= 1.0:
+            raise UsageError(f"tau must lie in (0, 1] (1 = hard copy), got {self.tau}")
+        for name in ("adam_b1", "adam_b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+        _choice(self, "network", ("auto", "mlp", "cnn"))
+        _choice(self, "activation", ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu"))
+        _choice(self, "optimizer", ("radam", "adam"))
+        _choice(self, "lr_schedule", ("linear", "constant"))
+        _choice(self, "loss", ("mse", "huber"))
+        return self
+
+
+@dataclass(frozen=True)
 class TabularConfig(RunConfig):
     """Tabular Q-learning and SARSA: a table Q[state, action] updated after every step.
 
@@ -300,6 +385,7 @@ class ImitationConfig(RunConfig):
 CONFIGS: dict[str, type[RunConfig]] = {
     "dqn": DQNConfig,
     "rainbow": DQNConfig,  # DQN with every improvement on: presets/rainbow/ (see build_config)
+    "pqn": PQNConfig,
     "tabular-q": TabularConfig,
     "sarsa": TabularConfig,
     "linear-q": LinearConfig,

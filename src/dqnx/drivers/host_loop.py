@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dqnx.agents.exploration import epsilon_at, evaluation_action
+from dqnx.agents.pqn import PQNState, cut_rollout
 from dqnx.config import RunConfig
 from dqnx.drivers.jax_loop import ChunkOutput, all_legal, seed_key
 from dqnx.protocols import Batch, Learner
@@ -159,6 +160,10 @@ class HostDriver:
         if isinstance(replay, frame_replay.FrameReplay):
             # A resumed run's episodes restart here: frame stacks must not reach across the cut.
             state = state.replace(agent=state.agent.replace(replay=jax.jit(jax.vmap(frame_replay.cut_episodes))(replay)))
+        if isinstance(state.agent, PQNState):
+            # Likewise a partly filled PQN rollout: its Q(lambda) returns must not run across the cut.
+            cut = jax.jit(jax.vmap(cut_rollout, in_axes=(0, None, None, None)), static_argnums=(2, 3))
+            state = state.replace(agent=cut(state.agent, np.int32(start_step), self.n, self.config.rollout_steps))
         return state
 
     def _shape(self, x: Any) -> np.ndarray:

@@ -66,6 +66,9 @@ DEFAULT_SPACE = {
     "dqn": [Param("learning_rate", 1e-4, 3e-3, log=True), Param("gamma", 0.95, 0.999),
             Param("tau", 2e-3, 0.1, log=True), Param("epsilon_end", 0.01, 0.1),
             Param("epsilon_decay_fraction", 0.03, 0.3, log=True)],
+    # PQN: around the paper's settings (lr 1e-4 to 5e-4, lambda 0.65 to 0.95), all vmappable.
+    "pqn": [Param("learning_rate", 3e-5, 3e-3, log=True), Param("gamma", 0.95, 0.999), Param("q_lambda", 0.5, 0.99),
+            Param("epsilon_end", 0.01, 0.2), Param("epsilon_decay_fraction", 0.05, 0.5, log=True)],
     "tabular": [Param("learning_rate", 0.01, 1.0, log=True), Param("gamma", 0.8, 0.999),
                 Param("epsilon_decay_fraction", 0.03, 0.5, log=True)],
 }
@@ -80,6 +83,8 @@ def field_of(name: str) -> str:
 def default_space(agent: str) -> list[Param]:
     from dqnx.agents import agent_kind
 
+    if agent in DEFAULT_SPACE:
+        return DEFAULT_SPACE[agent]
     return DEFAULT_SPACE["dqn" if agent_kind(agent).network else "tabular"]
 
 

@@ -1,0 +1,351 @@
+#!/usr/bin/env python
+"""CartPole-v1: PQN against dqnx's DQN and Stable-Baselines3's DQN, one invocation, same machine.
+
+Systems, each with its own defaults and one process per seed:
+  pqn   `python -m dqnx.cli train CartPole-v1 --agent pqn` (presets/pqn/CartPole-v1.toml)
+  dqn   `python -m dqnx.cli train CartPole-v1` (the default agent, presets/CartPole-v1.toml)
+  sb3   Stable-Baselines3 DQN with rl-baselines3-zoo's CartPole-v1 hyperparameters
+        (benchmarks/cartpole.py's ZOO_CARTPOLE), this script in worker mode
+
+Per seed and system:
+  to solve    dqnx: a `--until-solved` process, timed from spawn to exit (imports,
+              compilation, training, evaluations, the final evaluation and files all
+              included); its steps to solve are the full run's too (a run is a pure
+              function of its seed, so the shorter run is the longer one's prefix).
+              sb3: the full run's clock (spawn, imports, model build and learn(), its
+              evaluations excluded: generous to the peer) at its first evaluation >= 475.
+  stability   a full-budget run, and one of twice the budget: the best weights and the
+              last weights are each evaluated greedily on 100 fresh episodes; a seed is
+              solved by a weights file when that mean is >= 475. (dqnx: summary.json's final
+              evaluation of the best weights, and `dqnx eval --weights last`; sb3: the
+              policy saved at its best 5k-step evaluation, and the policy at the end.)
+Medians over seeds count an unsolved seed as taking the whole budget (steps, and the wall
+of a run that went to its end), for every system; solved counts stand beside them.
+One extra `--until-solved` process per dqnx system runs with an empty JAX compilation
+cache (DQNX_CACHE_DIR -> an empty directory): the cold figure, not in the medians.
+Last, PQN's compiled loop alone: env steps per second (all seeds, evaluation excluded,
+after a warm-up chunk that compiles) with 1 and with 16 seeds in one program.
+
+    python benchmarks/pqn.py                            # the full benchmark (needs the bench extra)
+    python benchmarks/pqn.py --seeds 2 --skip sb3 --no-double-budget   # a quick check
+
+The sb3 side needs `pip install -e '.[bench]'` (torch, stable-baselines3). Only the
+standard library is imported at module level: each worker's imports are timed inside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cartpole.py, beside this script
+from cartpole import EVAL_EPISODES, SOLVE_THRESHOLD, ZOO_CARTPOLE, code_state, failure, log, run_timed  # noqa: E402
+
+DQNX_SYSTEMS = {"pqn": ["--agent", "pqn"], "dqn": []}
+SB3_BUDGET = 50_000  # rl-baselines3-zoo's n_timesteps for CartPole-v1
+SB3_SEGMENT = 5_000  # its evaluation period here
+THROUGHPUT_SEEDS = (1, 16)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+# --------------------------------------------------------------------------- dqnx side
+
+
+def dqnx_cmd(python: str, system: str, seed: int, out: Path, *extra: str) -> list[str]:
+    return [python, "-m", "dqnx.cli", "train", "CartPole-v1", *DQNX_SYSTEMS[system], "--seed", str(seed), "--quiet",
+            "--no-tensorboard", "--out", str(out), *extra]
+
+
+def dqnx_until_solved(python: str, system: str, seed: int, out: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    wall, proc = run_timed(dqnx_cmd(python, system, seed, out, "--until-solved"), env)
+    row: dict[str, Any] = {"wall_seconds": round(wall, 3)}
+    if proc.returncode != 0:
+        return {**row, "error": failure(proc)}
+    summary = json.loads((out / "summary.json").read_text())
+    s = summary["per_seed"][0]
+    return {**row, "solved": s["steps_to_solve"] is not None, "steps_to_solve": s["steps_to_solve"],
+            "env_steps": summary["total_steps"], "compile_seconds": summary["compile_seconds"]}
+
+
+def dqnx_stability(python: str, system: str, seed: int, out: Path, steps: int | None) -> dict[str, Any]:
+    """A full run (or `steps` long): best and last weights, each on 100 fresh greedy episodes."""
+    extra = [] if steps is None else ["--steps", str(steps)]
+    wall, proc = run_timed(dqnx_cmd(python, system, seed, out, *extra))
+    row: dict[str, Any] = {"wall_seconds": round(wall, 3)}
+    if proc.returncode != 0:
+        return {**row, "error": failure(proc)}
+    summary = json.loads((out / "summary.json").read_text())
+    _, last = run_timed([python, "-m", "dqnx.cli", "eval", str(out), "--weights", "last", "--episodes",
+                         str(EVAL_EPISODES), "--json"])
+    if last.returncode != 0:
+        return {**row, "error": failure(last)}
+    best_mean = summary["per_seed"][0]["eval_mean_return"]
+    last_mean = json.loads(last.stdout)["mean_return"]
+    return {**row, "budget": summary["total_steps"], "best": round(best_mean, 2), "last": round(last_mean, 2),
+            "best_solved": best_mean >= SOLVE_THRESHOLD, "last_solved": last_mean >= SOLVE_THRESHOLD,
+            "steps_to_solve": summary["per_seed"][0]["steps_to_solve"]}
+
+
+def bench_dqnx(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    cold_cache = tmp / f"cold-cache-{system}"
+    cold_cache.mkdir()
+    cold = dqnx_until_solved(args.python, system, 0, tmp / f"{system}-cold", dict(os.environ, DQNX_CACHE_DIR=str(cold_cache)))
+    log(f"{system}: cold compile cache, seed 0 -> {cold}")
+    seeds = []
+    for seed in range(args.seeds):
+        row: dict[str, Any] = {"seed": seed}
+        row["to_solve"] = dqnx_until_solved(args.python, system, seed, tmp / f"{system}-{seed}-solve")
+        row["full"] = dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-full", None)
+        if args.double_budget and "budget" in row["full"]:
+            row["double"] = dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-double", 2 * row["full"]["budget"])
+        log(f"{system}: seed {seed} -> {row}")
+        seeds.append(row)
+    return {"cold": cold, "per_seed": seeds, **summarize(seeds, wall_key="wall_seconds")}
+
+
+# --------------------------------------------------------------------------- sb3 side
+
+
+def sb3_worker(seed: int, spawn_time: float, budget: int, result_path: Path, torch_threads: int) -> None:
+    """One SB3 seed in this process: learn(budget) with an untimed 100-episode greedy
+    evaluation every SB3_SEGMENT steps; the best-evaluated policy is kept; at the end the
+    best and the last policies are each evaluated on 100 fresh episodes."""
+    import copy
+
+    import torch
+
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    from cartpole import _peer_evaluate
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    model = DQN("MlpPolicy", "CartPole-v1", seed=seed, verbose=0, device="cpu", **ZOO_CARTPOLE)
+    state: dict[str, Any] = {"eval_seconds": 0.0, "solved_at": None, "solved_clock": None, "best": None, "best_policy": None}
+    evals = []
+
+    class SegmentEval(BaseCallback):
+        def _on_step(self) -> bool:
+            steps = self.model.num_timesteps
+            if steps % SB3_SEGMENT:
+                return True
+            started = time.time()
+            clock = started - spawn_time - state["eval_seconds"]
+            mean = _peer_evaluate(self.model, EVAL_EPISODES, 1_000_000 + seed * 100_000 + steps // SB3_SEGMENT * EVAL_EPISODES)
+            if state["best"] is None or mean > state["best"]:
+                state["best"], state["best_policy"] = mean, copy.deepcopy(self.model.policy.state_dict())
+            if mean >= SOLVE_THRESHOLD and state["solved_at"] is None:
+                state["solved_at"], state["solved_clock"] = steps, round(clock, 3)
+            evals.append({"env_steps": steps, "eval_mean_return": mean})
+            state["eval_seconds"] += time.time() - started
+            return True
+
+    model.learn(budget, callback=SegmentEval(), progress_bar=False)
+    timed_total = time.time() - spawn_time - state["eval_seconds"]
+    fresh = 7_000_000 + seed * 1_000  # episodes no periodic evaluation played
+    last = _peer_evaluate(model, EVAL_EPISODES, fresh)
+    if state["best_policy"] is not None:
+        model.policy.load_state_dict(state["best_policy"])
+    best = _peer_evaluate(model, EVAL_EPISODES, fresh + 500)
+    result_path.write_text(json.dumps({
+        "budget": budget, "steps_to_solve": state["solved_at"], "wall_to_solve": state["solved_clock"],
+        "timed_seconds_total": round(timed_total, 3), "best": round(best, 2), "last": round(last, 2),
+        "best_solved": best >= SOLVE_THRESHOLD, "last_solved": last >= SOLVE_THRESHOLD, "evals": evals,
+        "torch_num_threads": torch.get_num_threads(),
+    }))
+
+
+def sb3_run(args: argparse.Namespace, seed: int, budget: int, tmp: Path) -> dict[str, Any]:
+    result = tmp / f"sb3-{seed}-{budget}.json"
+    spawn = time.time()
+    wall, proc = run_timed([args.python, os.path.abspath(__file__), "--sb3-worker", str(seed), "--spawn-time", repr(spawn),
+                            "--budget", str(budget), "--result", str(result), "--torch-threads", str(args.torch_threads)])
+    if proc.returncode != 0:
+        return {"error": failure(proc), "process_seconds": round(wall, 3)}
+    return {**json.loads(result.read_text()), "process_seconds": round(wall, 3)}
+
+
+def bench_sb3(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    seeds = []
+    for seed in range(args.seeds):
+        full = sb3_run(args, seed, SB3_BUDGET, tmp)
+        # One run gives both: the clock stops at its first solving evaluation, unsolved runs count whole.
+        solved = full.get("wall_to_solve") is not None
+        row: dict[str, Any] = {"seed": seed, "full": full, "to_solve": {
+            "solved": solved, "steps_to_solve": full.get("steps_to_solve"), "env_steps": full.get("budget"),
+            "wall_seconds": full["wall_to_solve"] if solved else full.get("timed_seconds_total"),
+            **({"error": full["error"]} if "error" in full else {})}}
+        if args.double_budget:
+            row["double"] = sb3_run(args, seed, 2 * SB3_BUDGET, tmp)
+        log(f"sb3: seed {seed} -> {row}")
+        seeds.append(row)
+    return {"per_seed": seeds, **summarize(seeds, wall_key="wall_seconds")}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def summarize(seeds: list[dict[str, Any]], wall_key: str) -> dict[str, Any]:
+    """Solved counts and medians over seeds, an unsolved seed counting as its whole budget."""
+    solve = [s["to_solve"] for s in seeds if "error" not in s["to_solve"]]
+    out: dict[str, Any] = {
+        "seeds": len(seeds),
+        "errors": sum("error" in s["to_solve"] or "error" in s.get("full", {}) for s in seeds),
+        "solved_during_run": sum(bool(r["solved"]) for r in solve),
+        # unsolved: steps_to_solve is None -> the run's whole budget (env_steps), its wall is a whole run's
+        "median_steps_to_solve": median([r["steps_to_solve"] if r["solved"] else r["env_steps"] for r in solve]),
+        "median_wall_to_solve": median([r[wall_key] for r in solve]),
+    }
+    for budget in ("full", "double"):
+        runs = [s[budget] for s in seeds if budget in s and "error" not in s[budget]]
+        if runs:
+            out[budget] = {"budget": runs[0]["budget"], "best_solved": sum(r["best_solved"] for r in runs),
+                           "last_solved": sum(r["last_solved"] for r in runs), "runs": len(runs)}
+    return out
+
+
+def throughput_worker(seeds: int, chunks: int) -> None:
+    """PQN's compiled loop alone: env steps/s over `chunks` chunks after a compiling warm-up one."""
+    import jax
+
+    from dqnx import api  # noqa: F401  (configures JAX: one device per core, compile cache)
+    from dqnx.config import build_config
+    from dqnx.drivers import make_driver
+    from dqnx.envs import make_env
+
+    config = build_config("CartPole-v1", agent="pqn")
+    driver = make_driver(config, make_env("CartPole-v1"), "pqn", list(range(seeds)))
+    iterations = config.eval_every // config.num_envs
+    state = driver.place(driver.init_states(list(range(seeds))))
+    state, _ = driver.chunk(state, iterations, 0)
+    jax.block_until_ready(state)
+    started = time.perf_counter()
+    for k in range(chunks):
+        state, _ = driver.chunk(state, iterations, (k + 1) * iterations * config.num_envs)
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seeds": seeds, "env_steps": seeds * chunks * iterations * config.num_envs, "seconds": round(seconds, 3),
+                      "env_steps_per_second": round(seeds * chunks * iterations * config.num_envs / seconds, 1),
+                      "compile_seconds": round(driver.compile_seconds, 3)}))
+
+
+def bench_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for seeds in THROUGHPUT_SEEDS:
+        _, proc = run_timed([args.python, os.path.abspath(__file__), "--throughput-worker", str(seeds),
+                             "--chunks", str(args.throughput_chunks)])
+        rows.append(json.loads(proc.stdout) if proc.returncode == 0 else {"seeds": seeds, "error": failure(proc)})
+        log(f"throughput: {rows[-1]}")
+    return rows
+
+
+def fmt(x: Any, spec: str = ".1f") -> str:
+    return "n/a" if x is None else format(x, spec) if isinstance(x, float) else str(x)
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [
+        "=" * 88,
+        "CartPole-v1: PQN vs dqnx DQN vs Stable-Baselines3 DQN (zoo), one process per seed",
+        f"machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}; load average at start "
+        f"{results['machine']['loadavg_start']}, at end {results['machine']['loadavg_end']}",
+        f"dqnx code: {results['code']}; benchmark took {results['benchmark_seconds']:.0f} s",
+        "=" * 88,
+        f"{'system':8} {'budget':>8} {'solved best/last':>17} {'2x budget best/last':>20} "
+        f"{'median steps':>13} {'median wall s':>14} {'cold wall s':>12}",
+    ]
+    for name in ("pqn", "dqn", "sb3"):
+        r = results.get(name)
+        if not r:
+            continue
+        full, double = r.get("full", {}), r.get("double")
+        twice = f"{double['best_solved']}/{double['last_solved']} of {double['runs']}" if double else "-"
+        cold = r.get("cold", {}).get("wall_seconds")
+        lines.append(
+            f"{name:8} {fmt(full.get('budget')):>8} {str(full.get('best_solved', '-')) + '/' + str(full.get('last_solved', '-')) + ' of ' + str(r['seeds']):>17} "
+            f"{twice:>20} {fmt(r['median_steps_to_solve'], '.0f'):>13} {fmt(r['median_wall_to_solve'], '.2f'):>14} "
+            f"{fmt(cold, '.2f'):>12}")
+    if results.get("pqn") and results.get("sb3"):
+        ratio = results["sb3"]["median_wall_to_solve"] / results["pqn"]["median_wall_to_solve"]
+        lines.append(f"median wall to a solved agent, sb3 / pqn: {ratio:.1f}x")
+    if results.get("pqn") and results.get("dqn"):
+        ratio = results["dqn"]["median_wall_to_solve"] / results["pqn"]["median_wall_to_solve"]
+        lines.append(f"median wall to a solved agent, dqn / pqn: {ratio:.1f}x")
+    for row in results.get("throughput", []):
+        lines.append(f"PQN compiled loop, {row['seeds']} seed(s) in one program: "
+                     f"{fmt(row.get('env_steps_per_second'), '.0f')} env steps/s {row.get('error', '')}")
+    lines += [
+        "solved best/last: seeds whose best / last weights average >= 475 over 100 fresh greedy episodes.",
+        "median steps / wall: to the first evaluation >= 475, an unsolved seed counting as its whole budget;",
+        "dqnx wall = a --until-solved process from spawn to exit; sb3 wall = spawn to its first solving",
+        "evaluation, its evaluations excluded. Cold: an empty JAX compilation cache (seed 0, not in the medians).",
+        "Timings share the machine with whatever else runs: compare ratios from one invocation.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=10, help="seeds per system, one process each (default 10)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["pqn", "dqn", "sb3", "throughput"], help="parts to leave out")
+    ap.add_argument("--no-double-budget", dest="double_budget", action="store_false",
+                    help="leave out the runs of twice the budget")
+    ap.add_argument("--throughput-chunks", type=int, default=5, help="timed chunks of the throughput part (default 5)")
+    ap.add_argument("--torch-threads", type=int, default=1, help="torch threads of the sb3 workers (cartpole.py's default)")
+    ap.add_argument("--json-out", type=Path, help="also write every figure as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    ap.add_argument("--python", default=sys.executable, help="interpreter with dqnx (and the bench extra) installed")
+    ap.add_argument("--sb3-worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--spawn-time", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--budget", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--throughput-worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--chunks", type=int, default=5, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.sb3_worker is not None:
+        return sb3_worker(args.sb3_worker, args.spawn_time, args.budget, args.result, args.torch_threads)
+    if args.throughput_worker is not None:
+        return throughput_worker(args.throughput_worker, args.chunks)
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
+
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="dqnx-bench-pqn-"))
+    log(f"run directories under {tmp}")
+    results: dict[str, Any] = {"argv": sys.argv[1:], "code": code_state(), "machine": {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]}}
+    try:
+        for system in DQNX_SYSTEMS:
+            if system not in args.skip:
+                results[system] = bench_dqnx(system, args, tmp)
+        if "sb3" not in args.skip:
+            results["sb3"] = bench_sb3(args, tmp)
+        if "throughput" not in args.skip:
+            results["throughput"] = bench_throughput(args)
+    finally:
+        if args.keep:
+            log(f"kept the run directories in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["benchmark_seconds"] = round(time.perf_counter() - started, 1)
+    print(report(results), flush=True)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+        log(f"results written to {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
