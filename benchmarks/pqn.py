@@ -27,7 +27,7 @@ Last, PQN's compiled loop alone: env steps per second (all seeds, evaluation exc
 after a warm-up chunk that compiles) with 1 and with 16 seeds in one program.
 
     python benchmarks/pqn.py                            # the full benchmark (needs the bench extra)
-    python benchmarks/pqn.py --seeds 2 --skip sb3 --no-double-budget   # a quick check
+    python benchmarks/pqn.py --seeds 2 --steps 20480 --skip sb3 --throughput-seeds 1 2   # a quick check
 
 The sb3 side needs `pip install -e '.[bench]'` (torch, stable-baselines3). Only the
 standard library is imported at module level: each worker's imports are timed inside it.
@@ -68,8 +68,10 @@ def dqnx_cmd(python: str, system: str, seed: int, out: Path, *extra: str) -> lis
             "--no-tensorboard", "--out", str(out), *extra]
 
 
-def dqnx_until_solved(python: str, system: str, seed: int, out: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    wall, proc = run_timed(dqnx_cmd(python, system, seed, out, "--until-solved"), env)
+def dqnx_until_solved(python: str, system: str, seed: int, out: Path, steps: int | None,
+                      env: dict[str, str] | None = None) -> dict[str, Any]:
+    extra = [] if steps is None else ["--steps", str(steps)]
+    wall, proc = run_timed(dqnx_cmd(python, system, seed, out, "--until-solved", *extra), env)
     row: dict[str, Any] = {"wall_seconds": round(wall, 3)}
     if proc.returncode != 0:
         return {**row, "error": failure(proc)}
@@ -101,13 +103,14 @@ def dqnx_stability(python: str, system: str, seed: int, out: Path, steps: int | 
 def bench_dqnx(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cold_cache = tmp / f"cold-cache-{system}"
     cold_cache.mkdir()
-    cold = dqnx_until_solved(args.python, system, 0, tmp / f"{system}-cold", dict(os.environ, DQNX_CACHE_DIR=str(cold_cache)))
+    cold = dqnx_until_solved(args.python, system, 0, tmp / f"{system}-cold", args.steps,
+                             dict(os.environ, DQNX_CACHE_DIR=str(cold_cache)))
     log(f"{system}: cold compile cache, seed 0 -> {cold}")
     seeds = []
     for seed in range(args.seeds):
         row: dict[str, Any] = {"seed": seed}
-        row["to_solve"] = dqnx_until_solved(args.python, system, seed, tmp / f"{system}-{seed}-solve")
-        row["full"] = dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-full", None)
+        row["to_solve"] = dqnx_until_solved(args.python, system, seed, tmp / f"{system}-{seed}-solve", args.steps)
+        row["full"] = dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-full", args.steps)
         if args.double_budget and "budget" in row["full"]:
             row["double"] = dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-double", 2 * row["full"]["budget"])
         log(f"{system}: seed {seed} -> {row}")
@@ -180,7 +183,8 @@ def sb3_run(args: argparse.Namespace, seed: int, budget: int, tmp: Path) -> dict
 def bench_sb3(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     seeds = []
     for seed in range(args.seeds):
-        full = sb3_run(args, seed, SB3_BUDGET, tmp)
+        budget = args.steps or SB3_BUDGET
+        full = sb3_run(args, seed, budget, tmp)
         # One run gives both: the clock stops at its first solving evaluation, unsolved runs count whole.
         solved = full.get("wall_to_solve") is not None
         row: dict[str, Any] = {"seed": seed, "full": full, "to_solve": {
@@ -188,7 +192,7 @@ def bench_sb3(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "wall_seconds": full["wall_to_solve"] if solved else full.get("timed_seconds_total"),
             **({"error": full["error"]} if "error" in full else {})}}
         if args.double_budget:
-            row["double"] = sb3_run(args, seed, 2 * SB3_BUDGET, tmp)
+            row["double"] = sb3_run(args, seed, 2 * budget, tmp)
         log(f"sb3: seed {seed} -> {row}")
         seeds.append(row)
     return {"per_seed": seeds, **summarize(seeds, wall_key="wall_seconds")}
@@ -221,12 +225,14 @@ def throughput_worker(seeds: int, chunks: int) -> None:
     import jax
 
     from dqnx import api  # noqa: F401  (configures JAX: one device per core, compile cache)
+    from dqnx.agents import make_learner
     from dqnx.config import build_config
     from dqnx.drivers import make_driver
     from dqnx.envs import make_env
 
     config = build_config("CartPole-v1", agent="pqn")
-    driver = make_driver(config, make_env("CartPole-v1"), "pqn", list(range(seeds)))
+    env = make_env("CartPole-v1")
+    driver = make_driver(config, env, make_learner("pqn", config, env), list(range(seeds)))
     iterations = config.eval_every // config.num_envs
     state = driver.place(driver.init_states(list(range(seeds))))
     state, _ = driver.chunk(state, iterations, 0)
@@ -243,7 +249,7 @@ def throughput_worker(seeds: int, chunks: int) -> None:
 
 def bench_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    for seeds in THROUGHPUT_SEEDS:
+    for seeds in args.throughput_seeds:
         _, proc = run_timed([args.python, os.path.abspath(__file__), "--throughput-worker", str(seeds),
                              "--chunks", str(args.throughput_chunks)])
         rows.append(json.loads(proc.stdout) if proc.returncode == 0 else {"seeds": seeds, "error": failure(proc)})
@@ -302,7 +308,10 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=["pqn", "dqn", "sb3", "throughput"], help="parts to leave out")
     ap.add_argument("--no-double-budget", dest="double_budget", action="store_false",
                     help="leave out the runs of twice the budget")
+    ap.add_argument("--steps", type=int, help="budget of every dqnx run and sb3's (default: each system's own, sb3 50k)")
     ap.add_argument("--throughput-chunks", type=int, default=5, help="timed chunks of the throughput part (default 5)")
+    ap.add_argument("--throughput-seeds", type=int, nargs="+", default=list(THROUGHPUT_SEEDS),
+                    help="seed counts of the throughput part (default 1 16)")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch threads of the sb3 workers (cartpole.py's default)")
     ap.add_argument("--json-out", type=Path, help="also write every figure as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")

@@ -193,7 +193,7 @@ def test_pqn_resume_from_the_middle_of_a_rollout_is_exact(runs):
 def test_a_chunk_that_ends_inside_a_rollout_keeps_its_transitions():
     env = make_env("CartPole-v1")
     config = tiny_pqn()
-    driver = make_driver(config, env, "pqn", [0])
+    driver = make_driver(config, env, make_learner("pqn", config, env), [0])
     state = driver.place(driver.init_states([0]))
     state, _ = driver.chunk(state, 5, 0)  # 5 of a rollout's 8 iterations
     rollout = jax.tree.map(lambda x: np.asarray(x[0]), state.agent.rollout)
@@ -226,7 +226,8 @@ def toys_on_path(monkeypatch):
 
 def test_host_loop_fills_the_rollout_with_true_successors(toys_on_path):
     env = make_env("gym_toys:Counter", {"limit": 3, "end": 1000})
-    driver = make_driver(tiny_pqn(num_envs=1, num_minibatches=2), env, "pqn", [0])
+    config = tiny_pqn(num_envs=1, num_minibatches=2)
+    driver = make_driver(config, env, make_learner("pqn", config, env), [0])
     try:
         state = driver.place(driver.init_states([0]))
         state, _ = driver.chunk(state, 7, 0)
@@ -246,7 +247,7 @@ def test_host_loop_learns_from_each_rollout_as_the_compiled_loop_would():
     env = make_env("CartPole-v1", backend="gymnasium")
     finals = []
     for block in (None, 1):
-        driver = make_driver(config, env, "pqn", [3, 4])
+        driver = make_driver(config, env, make_learner("pqn", config, env), [3, 4])
         if block is not None:
             driver.block = block
         try:
