@@ -68,3 +68,68 @@ class MultiDiscreteActions(Corridor):
     def __init__(self):
         super().__init__()
         self.action_space = spaces.MultiDiscrete([2, 2])
+
+
+class IllegalAction(AssertionError):
+    """An agent took an action its mask forbade (the masked envs below raise it)."""
+
+
+class Vault(gym.Env):
+    """Vault-v0 (dqnx.envs.toy) in Gymnasium: walk right over `length` tiles, open on the last.
+
+    Legal: left off tile 0, right off the last tile, open only on the last (prize 10,
+    terminates). Masks come in info["action_mask"]. An illegal action would pay a jackpot
+    of 100, and here it raises IllegalAction instead, so a test fails on any violation.
+    """
+
+    def __init__(self, length: int = 5):
+        self.length = length
+        self.observation_space = spaces.Discrete(length)
+        self.action_space = spaces.Discrete(3)
+        self.position = 0
+
+    def legal(self) -> np.ndarray:
+        last = self.position == self.length - 1
+        return np.array([self.position > 0, not last, last], np.int8)
+
+    def _out(self):
+        return self.position, {"action_mask": self.legal()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position = 0
+        return self._out()
+
+    def step(self, action):
+        action = int(action)
+        if not self.legal()[action]:
+            raise IllegalAction(f"illegal action {action} on tile {self.position}")
+        if action == 2:
+            return (*self._out()[:1], 10.0, True, False, self._out()[1])
+        self.position += 1 if action == 1 else -1
+        obs, info = self._out()
+        return obs, 0.0, False, False, info
+
+
+class VaultDict(Vault):
+    """Vault with the mask inside a Dict observation {"tile", "action_mask"} and no info."""
+
+    def __init__(self, length: int = 5):
+        super().__init__(length)
+        self.observation_space = spaces.Dict({
+            "tile": spaces.Discrete(length), "action_mask": spaces.MultiBinary(3)})
+
+    def _out(self):
+        return {"tile": self.position, "action_mask": self.legal()}, {}
+
+
+class WrongMaskLength(Vault):
+    def _out(self):
+        return self.position, {"action_mask": np.ones(5, np.int8)}
+
+
+class DeadEnd(Vault):
+    """Vault whose mask forbids everything on tile 2, which is not terminal."""
+
+    def legal(self) -> np.ndarray:
+        return np.zeros(3, np.int8) if self.position == 2 else super().legal()

@@ -402,6 +402,7 @@ def envs() -> None:
 
     from dqnx.config import CONFIGS, preset_path
     from dqnx.envs import DISCRETE_ENVS, SOLVE_THRESHOLDS
+    from dqnx.envs.gymnax_env import MASKED_ENVS
 
     table = Table(title="JAX-native environments (gymnax), discrete actions")
     for column in ("id", "family", "solved at (greedy mean, 100 episodes)", "presets for"):
@@ -409,7 +410,8 @@ def envs() -> None:
     for family, ids in DISCRETE_ENVS.items():
         for env_id in ids:
             threshold = SOLVE_THRESHOLDS.get(env_id)
-            table.add_row(env_id, family, "-" if threshold is None else f"{threshold:g}",
+            shown = f"{env_id} (action masks)" if env_id in MASKED_ENVS else env_id
+            table.add_row(shown, family, "-" if threshold is None else f"{threshold:g}",
                           ", ".join(a for a in CONFIGS if preset_path(env_id, a)) or "-")
     console = Console()
     console.print(table)
@@ -417,7 +419,7 @@ def envs() -> None:
 
     from rich.markup import escape
 
-    from dqnx.envs.gymnasium_env import GYMNASIUM_EXAMPLES, reward_threshold
+    from dqnx.envs.gymnasium_env import GYMNASIUM_EXAMPLES, MASKED_EXAMPLES, reward_threshold
 
     table = Table(title="Gymnasium environments (host loop): any registered id with discrete actions, e.g.")
     for column in ("id", "family", "solved at (env's reward_threshold)", "presets for"):
@@ -426,12 +428,15 @@ def envs() -> None:
         for env_id in ids:
             threshold = reward_threshold(env_id)
             preset_id = "atari" if env_id.startswith("ALE/") else env_id
-            table.add_row(env_id, escape(family), "-" if threshold is None else f"{threshold:g}",
+            shown = f"{env_id} (action masks)" if env_id in MASKED_EXAMPLES else env_id
+            table.add_row(shown, escape(family), "-" if threshold is None else f"{threshold:g}",
                           ", ".join(a for a in CONFIGS if preset_path(preset_id, a)) or "-")
     console.print(table)
     console.print("Ids gymnax also has train on JAX unless --backend gymnasium; your own env: module.path:EnvClass; "
                   "another package's: package:EnvId (e.g. minigrid:MiniGrid-Empty-5x5-v0 --wrapper "
                   "minigrid.wrappers:ImgObsWrapper --wrapper gymnasium.wrappers:FlattenObservation).")
+    console.print("Action masks: a Gymnasium env's info['action_mask'] or a Dict observation's 'action_mask' key is "
+                  "used when present (--set action_mask=off ignores it).")
 
 
 def _minatar_table(console) -> None:
@@ -469,13 +474,16 @@ def _optional_ray_value(args: list[str]) -> list[str]:
 
 
 def main() -> None:
-    from dqnx.errors import Interrupted, UsageError
+    from dqnx.errors import EnvironmentFailure, Interrupted, UsageError
 
     try:
         app(args=_optional_ray_value(sys.argv[1:]), standalone_mode=False)
     except UsageError as e:
         _err(f"error: {e}")
         sys.exit(2)
+    except EnvironmentFailure as e:
+        _err(f"error: {e}")
+        sys.exit(1)
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)

@@ -11,6 +11,11 @@ class UsageError(Exception):
     """Bad input from the user; the message names the problem and the fix."""
 
 
+class EnvironmentFailure(Exception):
+    """The environment broke its contract while running (e.g. no legal action in a state
+    that is not terminal): the CLI prints the one-line message and exits with status 1."""
+
+
 class Interrupted(Exception):
     """Training stopped by a signal after writing a checkpoint (exit status 130)."""
 

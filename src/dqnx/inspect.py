@@ -17,6 +17,8 @@ def show_agent(agent, seed_index: int = 0, max_rows: int = 40) -> None:
         raise UsageError(f"--seed-index must lie in [0, {len(agent.seeds) - 1}] for this {len(agent.seeds)}-seed run")
     params = jax.tree.map(lambda x: np.asarray(x[seed_index]), agent.params)
     info = f"{agent.algorithm} on {agent.env_id}, seed {agent.seeds[seed_index]}, {agent.weights} weights"
+    if agent.action_masks:
+        info += ", trained with action masks"
     if agent_kind(agent.algorithm).tabular:
         _show_table(console, params["q"], agent.config.initial_q, info, max_rows)
         return

@@ -25,7 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dqnx.agents import make_learner  # noqa: E402
+from dqnx.agents import make_learner, uses_masks  # noqa: E402
 from dqnx.config import RunConfig  # noqa: E402
 from dqnx.drivers import jax_loop, make_driver  # noqa: E402
 from dqnx.envs import Env, make_env  # noqa: E402
@@ -47,6 +47,11 @@ class Agent:
     params: Any
     weights: str
     weights_info: dict[str, Any]
+
+    @property
+    def action_masks(self) -> bool:
+        """Whether this agent was trained (and is evaluated) with the env's action masks."""
+        return uses_masks(self.config, self.env)
 
     @property
     def env_id(self) -> str:

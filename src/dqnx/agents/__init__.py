@@ -25,7 +25,7 @@ def _dqn(agent: str, config: RunConfig, env: Any) -> Learner:
 
     return make_dqn_learner(config, env.obs_shape, env.num_actions, obs_dtype=getattr(env, "obs_dtype", "float32"),
                             frame_stack=getattr(env, "frame_stack", 0), image_layout=getattr(env, "image_layout", None),
-                            max_episode_steps=getattr(env, "max_episode_steps", None))
+                            max_episode_steps=getattr(env, "max_episode_steps", None), masked=uses_masks(config, env))
 
 
 def _pqn(agent: str, config: RunConfig, env: Any) -> Learner:
@@ -83,9 +83,15 @@ def agent_kind(agent: str) -> AgentKind:
     return AGENTS[agent]
 
 
+def uses_masks(config: RunConfig, env: Any) -> bool:
+    """Whether a run acts and learns with action masks: the env gives them (env.masked) and
+    config.action_mask is 'auto' ('off' ignores them)."""
+    return bool(getattr(env, "masked", False)) and getattr(config, "action_mask", "auto") == "auto"
+
+
 def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
     """The Learner of `agent` (a name in AGENTS: 'dqn', 'rainbow', 'pqn', 'tabular-q', ...) for `env`."""
     return agent_kind(agent).build(agent, config, env)
 
 
-__all__ = ["AGENTS", "AgentKind", "Batch", "Learner", "Rollout", "agent_kind", "make_learner"]
+__all__ = ["AGENTS", "AgentKind", "Batch", "Learner", "Rollout", "agent_kind", "make_learner", "uses_masks"]

@@ -29,14 +29,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dqnx.agents.exploration import epsilon_at, epsilon_greedy
+from dqnx.agents.exploration import epsilon_at, epsilon_greedy, greedy
 from dqnx.agents.networks import QNetwork, make_network
 from dqnx.config import DQNConfig, hyperparameters
 from dqnx.protocols import Batch, Learner
 
 __all__ = ["QNetwork", "Batch", "AgentState", "DQN", "make_dqn", "make_dqn_learner", "td_target", "q_lambda_returns",
            "td_loss", "epsilon_at",
-           "categorical_projection", "boltzmann"]
+           "categorical_projection", "categorical_target", "boltzmann"]
 
 
 # --- 1. The network: Q(s, .) (agents/networks.py builds it), and acting on it -----------
@@ -71,19 +71,29 @@ def td_target(
     next_q_target: jax.Array,
     gamma: float | jax.Array,
     next_q_online: jax.Array | None = None,
+    next_mask: jax.Array | None = None,
 ) -> jax.Array:
     """TD target  r + gamma * (1 - terminated) * Q_target(s', a*).
 
     a* = argmax_a Q_target(s', a) for DQN, argmax_a Q_online(s', a) for Double DQN
-    (pass `next_q_online`). A truncated (time-limit) transition is *not* terminated:
+    (pass `next_q_online`), over the actions legal at s' when `next_mask` is given
+    (a terminal s' without legal actions still gives a finite target: r). A truncated (time-limit) transition is *not* terminated:
     it bootstraps from its true next state like any other. For an n-step return,
     `reward` is the discounted sum and `gamma` the per-transition gamma^n.
 
     >>> td_target(jnp.array([1.0, 1.0]), jnp.array([False, True]),
     ...           jnp.array([[2.0, 3.0], [2.0, 3.0]]), gamma=0.5)
     Array([2.5, 1. ], dtype=float32)
+
+    Masked: action 1 (Q 3) is illegal at s', so the bootstrap takes action 0 (Q 2);
+    the terminal row has no legal action at all and stays finite:
+
+    >>> td_target(jnp.array([1.0, 1.0]), jnp.array([False, True]), jnp.array([[2.0, 3.0], [2.0, 3.0]]), gamma=0.5,
+    ...           next_mask=jnp.array([[True, False], [False, False]]))
+    Array([2., 1.], dtype=float32)
     """
-    next_value = jnp.take_along_axis(next_q_target, greedy_next_action(next_q_target, next_q_online)[..., None], -1)[..., 0]
+    best = greedy_next_action(next_q_target, next_q_online, next_mask)
+    next_value = jnp.take_along_axis(next_q_target, best[..., None], -1)[..., 0]
     return reward + bootstrap_discount(gamma, terminated) * next_value
 
 
@@ -125,9 +135,11 @@ def q_lambda_returns(
     return jax.lax.scan(backward, next_value[-1].astype(jnp.float32), steps, reverse=True)[1]
 
 
-def greedy_next_action(next_q_target: jax.Array, next_q_online: jax.Array | None) -> jax.Array:
-    """a* of the bootstrap: the target network's argmax, or the online one's (Double DQN)."""
-    return (next_q_target if next_q_online is None else next_q_online).argmax(axis=-1)
+def greedy_next_action(next_q_target: jax.Array, next_q_online: jax.Array | None,
+                       next_mask: jax.Array | None = None) -> jax.Array:
+    """a* of the bootstrap: the target network's argmax, or the online one's (Double DQN),
+    over the legal actions of `next_mask` when given."""
+    return greedy(next_q_target if next_q_online is None else next_q_online, next_mask)
 
 
 def categorical_projection(next_probs: jax.Array, reward: jax.Array, discount: jax.Array,
@@ -154,6 +166,27 @@ def categorical_projection(next_probs: jax.Array, reward: jax.Array, discount: j
     to_lower = (lower_index[..., None] == atoms) * (next_probs * (1.0 - upper_weight))[..., None]
     to_upper = (upper_index[..., None] == atoms) * (next_probs * upper_weight)[..., None]
     return (to_lower + to_upper).sum(axis=1)
+
+
+def categorical_target(next_logits: jax.Array, reward: jax.Array, discount: jax.Array, support: jax.Array,
+                       next_q_online: jax.Array | None = None, next_mask: jax.Array | None = None) -> jax.Array:
+    """C51's target distribution from the target network's next-state logits [batch, actions, atoms]:
+    a* maximises the expected value sum_j p_j z_j (or Q_online for Double DQN) over the actions
+    legal at s', and Z(s', a*) is projected (`categorical_projection`; `discount` is
+    gamma^n * (1 - terminated)).
+
+    Action 1's mass sits on the top atom (value 1) but it is illegal at s', so the
+    target takes action 0's distribution (all on atom 0, value -1):
+
+    >>> logits = jnp.array([[[30.0, 0.0, 0.0], [0.0, 0.0, 30.0]]])
+    >>> categorical_target(logits, jnp.array([0.0]), jnp.array([1.0]), jnp.array([-1.0, 0.0, 1.0]),
+    ...                    next_mask=jnp.array([[True, False]])).round(3)
+    Array([[1., 0., 0.]], dtype=float32)
+    """
+    next_probs = jax.nn.softmax(next_logits, axis=-1)
+    best = greedy_next_action((next_probs * support).sum(-1), next_q_online, next_mask)
+    rows = jnp.arange(next_probs.shape[0])
+    return categorical_projection(next_probs[rows, best], reward, discount, support)
 
 
 # --- 3. The loss: how far Q(s, a) is from its target -----------------------------------
@@ -297,16 +330,16 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
         next_target = outputs(target_params, batch.next_obs, keys[1])
         next_online = expected(outputs(params, batch.next_obs, keys[2])) if config.double_dqn else None
         if config.distributional:
-            next_probs = jax.nn.softmax(next_target, axis=-1)
-            best = greedy_next_action(expected(next_target), next_online)
-            target_probs = jax.lax.stop_gradient(categorical_projection(
-                next_probs[rows, best], batch.reward, bootstrap_discount(discount, batch.terminated), support))
+            target_probs = jax.lax.stop_gradient(categorical_target(
+                next_target, batch.reward, bootstrap_discount(discount, batch.terminated), support, next_online,
+                batch.next_mask))
             per_sample = -(target_probs * jax.nn.log_softmax(out, axis=-1)).sum(-1)  # cross-entropy
             q_taken, target = expected(out), (target_probs * support).sum(-1)
             priority = per_sample  # Rainbow's priority: the distributional loss
         else:
             q_taken = out
-            target = jax.lax.stop_gradient(td_target(batch.reward, batch.terminated, next_target, discount, next_online))
+            target = jax.lax.stop_gradient(td_target(batch.reward, batch.terminated, next_target, discount, next_online,
+                                                     batch.next_mask))
             per_sample = elementwise_loss(q_taken - target, config.loss)
             priority = jnp.abs(q_taken - target)
         loss, td_abs = weighted_mean(per_sample, jnp.abs(q_taken - target), weight)
@@ -358,8 +391,12 @@ class DQNLearnerState:
 
 
 def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, obs_dtype: Any = "float32",
-                     frame_stack: int = 0, image_layout: str | None = None, max_episode_steps: int | None = None):
+                     frame_stack: int = 0, image_layout: str | None = None, max_episode_steps: int | None = None,
+                     masked: bool = False):
     """DQN as a `dqnx.agents.Learner`: replay storage and the training cadence around `update`.
+
+    `masked`: transitions carry the next state's legal-action mask, which replay stores
+    and the bootstrap maximises over.
 
     Stacked-frame observations (Atari, `frame_stack` > 0) use replay that stores each
     frame once (replay/frames.py); others a uniform ring of whole transitions, which
@@ -384,9 +421,10 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
 
     def init(key: jax.Array) -> DQNLearnerState:
         if replay_module is frames:
-            replay = frames.init_frame_replay(capacity, n, obs_shape)
+            replay = frames.init_frame_replay(capacity, n, obs_shape, mask_actions=num_actions if masked else None)
         else:
-            replay = uniform.init_replay(capacity, obs_shape, obs_dtype, episode_ends=multi_step)
+            replay = uniform.init_replay(capacity, obs_shape, obs_dtype, episode_ends=multi_step,
+                                         mask_actions=num_actions if masked else None)
         priorities = prioritized.init_priorities(capacity) if config.prioritized else None
         return DQNLearnerState(agent=dqn.init(key), replay=replay, priorities=priorities)
 
@@ -402,7 +440,7 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
             return jax.tree.map(lambda store: store[index], replay.storage)._replace(episode_end=None), index, None, weight
         ahead = nstep.multi_step(replay, index, horizon, n, values["gamma"])
         batch = Batch(obs=ahead.obs, action=ahead.action, reward=ahead.reward, next_obs=ahead.next_obs,
-                      terminated=ahead.terminated)
+                      terminated=ahead.terminated, next_mask=ahead.next_mask)
         if monte_carlo:  # the observed return alone, and only of episodes that have ended
             usable = ahead.complete.astype(jnp.float32)
             return batch, index, jnp.zeros_like(ahead.discount), usable if weight is None else weight * usable

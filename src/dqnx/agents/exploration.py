@@ -42,6 +42,17 @@ def greedy(q_values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     return jnp.where(mask, q_values, -jnp.inf).argmax(axis=-1)
 
 
+def legal_max(q_values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """max_a Q(s, a) over the legal actions of each row: Q at `greedy` (finite also for a row
+    without legal actions, so a terminal state's zero-weighted bootstrap stays 0, not NaN).
+
+    >>> legal_max(jnp.array([[1.0, 9.0, 3.0], [4.0, 5.0, 6.0]]), jnp.array([[True, False, True], [False] * 3]))
+    Array([3., 4.], dtype=float32)
+    """
+    best = greedy(q_values, mask)
+    return jnp.take_along_axis(q_values, best[..., None], -1)[..., 0]
+
+
 def uniform_legal(bits: jax.Array, num_actions: int, mask: jax.Array | None = None) -> jax.Array:
     """A uniform random legal action per row from one uint32 word each: the (bits mod
     legal count)-th legal action, which with every action legal is bits mod num_actions.

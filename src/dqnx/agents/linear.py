@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqnx.agents.exploration import epsilon_greedy
+from dqnx.agents.exploration import epsilon_greedy, legal_max
 from dqnx.config import LinearConfig, hyperparameters
 from dqnx.errors import UsageError
 from dqnx.protocols import Batch, Learner
@@ -69,7 +69,7 @@ def make_linear_learner(config: LinearConfig, env: Any) -> Learner:
     def learn(state: LinearState, batch: Batch, env_steps: jax.Array, key: jax.Array,
               hyper: dict[str, Any] | None = None):
         values = hyperparameters(config, hyper)
-        next_value = q_values(state.params, batch.next_obs).max(axis=-1)
+        next_value = legal_max(q_values(state.params, batch.next_obs), batch.next_mask)
         target = batch.reward + values["gamma"] * (1.0 - batch.terminated.astype(jnp.float32)) * next_value
 
         def half_squared_td(params):

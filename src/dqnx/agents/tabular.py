@@ -2,6 +2,7 @@
 
     Q-learning:  Q[s, a] += lr * (r + gamma * (1 - terminated) * max_a' Q[s', a'] - Q[s, a])
     SARSA:       the same with Q[s', a'] for a' drawn from the epsilon-greedy policy at s'
+    With action masks, the max and the draw of a' range over the actions legal at s'.
 
 The table's row of an observation is its state index for a Discrete observation space
 (which reaches the agent one-hot encoded), or the index of its cell on a grid of
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqnx.agents.exploration import epsilon_at, epsilon_greedy
+from dqnx.agents.exploration import epsilon_at, epsilon_greedy, legal_max
 from dqnx.config import TabularConfig, hyperparameters
 from dqnx.errors import UsageError
 from dqnx.protocols import Batch, Learner
@@ -96,13 +97,14 @@ def make_tabular_learner(config: TabularConfig, env: Any, sarsa: bool = False) -
         return epsilon_greedy(q_values(params, obs), key, epsilon, mask), act_state
 
     def update_one(values: dict[str, Any], table: jax.Array, transition):
-        obs, action, reward, next_obs, terminated, key, next_epsilon = transition
+        obs, action, reward, next_obs, terminated, next_mask, key, next_epsilon = transition
         s, s_next = row_of(obs[None])[0], row_of(next_obs[None])[0]
-        if sarsa:
-            next_action = epsilon_greedy(table[s_next][None], key, next_epsilon)[0]
+        row_mask = None if next_mask is None else next_mask[None]
+        if sarsa:  # a' from the acting policy at s', legal actions only
+            next_action = epsilon_greedy(table[s_next][None], key, next_epsilon, row_mask)[0]
             next_value = table[s_next, next_action]
         else:
-            next_value = table[s_next].max()
+            next_value = legal_max(table[s_next][None], row_mask)[0]
         target = reward + values["gamma"] * (1.0 - terminated.astype(jnp.float32)) * next_value
         td = target - table[s, action]
         return table.at[s, action].add(values["learning_rate"] * td), (td, table[s, action])
@@ -113,7 +115,8 @@ def make_tabular_learner(config: TabularConfig, env: Any, sarsa: bool = False) -
         values = hyperparameters(config, hyper)
         n = batch.reward.shape[0]
         next_epsilon = jnp.full((n,), epsilon_at(config, env_steps + config.num_envs, hyper))
-        transitions = (batch.obs, batch.action, batch.reward, batch.next_obs, batch.terminated, jax.random.split(key, n), next_epsilon)
+        transitions = (batch.obs, batch.action, batch.reward, batch.next_obs, batch.terminated, batch.next_mask,
+                       jax.random.split(key, n), next_epsilon)
         table, (td, q_taken) = jax.lax.scan(functools.partial(update_one, values), state.params["q"], transitions)
         metrics = {"loss": 0.5 * jnp.mean(td**2), "q_mean": q_taken.mean(), "td_abs": jnp.abs(td).mean()}
         return TabularState(params={"q": table}, updates=state.updates + 1), metrics

@@ -71,6 +71,7 @@ class RunConfig:
     eval_temperature: float = _doc("Stochastic evaluation policy: > 0 samples actions from softmax(Q / eval_temperature) instead of the greedy (or eval_epsilon) policy; 0 is off.", default=0.0)
     checkpoint_every: int = _doc("Write a resumable checkpoint every this many env steps (and on Ctrl-C).", default=10_000)
     vector_mode: str = _doc("Gymnasium backend: 'sync' steps the envs one after another in this process, 'async' in one subprocess each.", default="sync")
+    action_mask: str = _doc("Legal-action masks: 'auto' uses the environment's when it gives them (Gymnasium info['action_mask'], a Dict observation's 'action_mask' key, a JAX env's legal-action mask), so acting never picks an illegal action and the bootstrap maximises over legal ones; 'off' ignores them.", default="auto")
 
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
@@ -99,6 +100,7 @@ class RunConfig:
             raise UsageError("eval_epsilon and eval_temperature are both set; choose one stochastic evaluation policy")
         _choice(self, "epsilon_schedule", ("linear", "exponential"))
         _choice(self, "vector_mode", ("sync", "async"))
+        _choice(self, "action_mask", ("auto", "off"))
         return self
 
 

@@ -40,19 +40,21 @@ class Steps(NamedTuple):
     alive: Any
 
 
-def play_jax(env: Any, choose: Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]], reset_keys: jax.Array,
-             step_keys: Callable[[jax.Array], jax.Array], record: bool = False) -> tuple[jax.Array, Steps | None]:
+def play_jax(env: Any, choose: Callable[..., tuple[jax.Array, Any]], reset_keys: jax.Array,
+             step_keys: Callable[[jax.Array], jax.Array], record: bool = False,
+             masked: bool = False) -> tuple[jax.Array, Steps | None]:
     """(returns [episodes], Steps or None) of episodes reset with `reset_keys` [episodes].
 
     choose(obs [episodes, ...], t) -> (action, q or None); step_keys(t) -> the env step keys
     [episodes] of step t. Traceable: jit it, or call it inside a jitted function.
+    masked: choose(obs, t, mask) also gets the legal actions [episodes, num_actions] (env.action_mask).
     """
     episodes = reset_keys.shape[0]
     obs, env_state = jax.vmap(env.reset)(reset_keys)
     horizon = env.max_episode_steps
 
     def one_step(obs, env_state, t):
-        action, q = choose(obs, t)
+        action, q = choose(obs, t, jax.vmap(env.action_mask)(env_state)) if masked else choose(obs, t)
         next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(step_keys(t), env_state, action)
         return next_obs, env_state, (obs, q, action, reward, terminated, truncated, final_obs)
 

@@ -23,6 +23,12 @@ observation is the next episode's first, and info["final_obs"] holds the true la
 one, which is what a truncated transition bootstraps from. Termination and truncation
 stay apart: only `terminated` stops bootstrapping.
 
+Action masks (env.masked, config.action_mask = "auto"): the legal actions of each
+observation come from info["action_mask"] at reset and step; for an episode that ended,
+the mask of its true last observation comes from info["final_info"], since the step's
+own info describes the next episode's first observation. Replay stores them as the
+transitions' next_mask.
+
 Resume: a Gymnasium env's internal state cannot be saved without pickle, so a resumed
 run restarts its episodes (fresh resets); the agent, replay and RNG continue exactly.
 """
@@ -37,10 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dqnx.agents import uses_masks
 from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.agents.pqn import PQNState, cut_rollout
 from dqnx.config import RunConfig
 from dqnx.drivers.jax_loop import ChunkOutput, all_legal, seed_key
+from dqnx.errors import EnvironmentFailure, UsageError
 from dqnx.protocols import Batch, Learner
 from dqnx.replay import frames as frame_replay
 
@@ -84,17 +92,20 @@ class HostDriver:
         self._act = self._learn = self._q = None
         self._episode_return = np.zeros((self.num_seeds, n), np.float64)
         self._pending = None  # actions already chosen for self._obs, if any
+        self.masked = uses_masks(config, env)
+        self._mask: np.ndarray | None = None  # [seeds, n, num_actions] legal actions at self._obs (masked runs)
         nan = jnp.full((), jnp.nan, jnp.float32)
 
-        def act(params, act_key, obs, env_steps):
+        def act(params, act_key, obs, mask, env_steps):
             # Only what acting reads: every argument leaf costs dispatch time, once per env step.
             # Feed-forward acting only so far: the act state starts afresh at every step.
             key = jax.random.fold_in(act_key, env_steps)
-            action, _ = learner.act(params, learner.init_act_state(n), obs, all_legal(n, env.num_actions), key,
+            action, _ = learner.act(params, learner.init_act_state(n), obs,
+                                    all_legal(n, env.num_actions) if mask is None else mask, key,
                                     epsilon_at(config, env_steps))
             return action
 
-        def learn_then_act(state: HostTrainState, staged: Batch, valid, start_step, next_obs, env_steps):
+        def learn_then_act(state: HostTrainState, staged: Batch, valid, start_step, next_obs, next_mask, env_steps):
             """learner.learn over the staged iterations (leading axis), skipping padding; then
             the actions for `next_obs` with the updated weights (what `act` would return)."""
             def one(state, item):
@@ -116,13 +127,13 @@ class HostDriver:
             state, metrics = jax.lax.scan(one, state, (steps, staged, valid))
             # One array [4, block] per call: fetching many small arrays from the device is what costs.
             packed = jnp.stack([metrics[name] for name in METRIC_NAMES])
-            return state, packed, act(state.agent.params, state.act_key, next_obs, env_steps)
+            return state, packed, act(state.agent.params, state.act_key, next_obs, next_mask, env_steps)
 
         # Seeds are vmapped, one seed too: the cadence predicates (valid, env_steps) are
         # shared by all seeds, so under vmap the learner's branches stay real branches.
-        self._act_fn = jax.vmap(act, in_axes=(0, 0, 0, None))
+        self._act_fn = jax.vmap(act, in_axes=(0, 0, 0, 0, None))
         # staged arrays arrive [block, seeds, ...]: the seed axis is their second
-        self._learn_fn = jax.vmap(learn_then_act, in_axes=(0, 1, None, None, 0, None))
+        self._learn_fn = jax.vmap(learn_then_act, in_axes=(0, 1, None, None, 0, 0, None))
 
     # --- state ------------------------------------------------------------------------
     def init_states(self, seeds: list[int]) -> HostTrainState:
@@ -152,8 +163,9 @@ class HostDriver:
         if self._vec is None:
             self._vec = self.env.make_vector(self.num_seeds * self.n, mode=self.config.vector_mode, train=True)
         seeds = [s for seed in self.seeds for s in env_seeds(seed, TRAIN_ENV_STREAM + start_step, self.n)]
-        obs, _ = self._vec.reset(seed=seeds)
+        obs, info = self._vec.reset(seed=seeds)
         self._obs = self._shape(obs)
+        self._mask = self._shape(self._info_masks(info, "at reset")) if self.masked else None
         self._pending = None
         self._episode_return[:] = 0.0
         replay = getattr(state.agent, "replay", None)
@@ -170,14 +182,33 @@ class HostDriver:
         """[num_seeds * num_envs, ...] -> [num_seeds, num_envs, ...]."""
         return np.asarray(x).reshape(self.num_seeds, self.n, *np.shape(x)[1:])
 
+    def _info_masks(self, info: dict, where: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """The vector env's info["action_mask"] as bool [envs, num_actions], checked (present
+        for the envs `rows` selects, default all)."""
+        from dqnx.envs.gymnasium_env import MASK_KEY
+
+        mask = info.get(MASK_KEY)
+        present = np.asarray(info.get("_" + MASK_KEY, True))
+        if mask is None or not np.all(present if rows is None else present[rows]):
+            raise EnvironmentFailure(f"{self.env.env_id} gave no info['action_mask'] {where}, though it gave one at "
+                                     "its first reset; give it on every reset and step, or run with --set action_mask=off")
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or mask.shape[1] != self.env.num_actions:
+            raise UsageError(f"{self.env.env_id}'s action mask {where} has shape {mask.shape[1:]}, but the env has "
+                             f"{self.env.num_actions} actions; give one 0/1 entry per action, or train with --set action_mask=off")
+        return mask.astype(bool)
+
     def _staging(self) -> dict[str, np.ndarray]:
         S, n, k = self.num_seeds, self.n, self.block
         obs = (k, S, n, *self.env.obs_shape)
-        return {
+        staged = {
             "obs": np.zeros(obs, self.env.obs_dtype), "action": np.zeros((k, S, n), np.int32),
             "reward": np.zeros((k, S, n), np.float32), "next_obs": np.zeros(obs, self.env.obs_dtype),
             "terminated": np.zeros((k, S, n), bool), "episode_end": np.zeros((k, S, n), bool),
         }
+        if self.masked:
+            staged["next_mask"] = np.zeros((k, S, n, self.env.num_actions), bool)
+        return staged
 
     def chunk(self, state: HostTrainState, iterations: int, start_step: int) -> tuple[HostTrainState, ChunkOutput]:
         """Step every env `iterations` times, learning as the cadence says; records per iteration."""
@@ -196,7 +227,7 @@ class HostDriver:
         step = self._vec.step
         for i in range(iterations):
             if actions is None:
-                act_args = (state.agent.params, state.act_key, self._obs, np.int32(env_steps))
+                act_args = (state.agent.params, state.act_key, self._obs, self._mask, np.int32(env_steps))
                 if self._act is None:
                     self._act = self._compile(self._act_fn, *act_args)
                 actions = self._act(*act_args)
@@ -211,12 +242,28 @@ class HostDriver:
             next_obs = st_next[filled]
             next_obs[...] = obs.reshape(obs_shape)
             self._episode_return += st_reward[filled]
+            if self.masked:
+                mask = self._info_masks(info, f"at env step {env_steps + n}")
+                next_mask = mask.copy()
             if end.any():
                 ended = end.reshape(flat)
                 for j in np.nonzero(end)[0]:  # the true last observation, not the next episode's first
                     next_obs[j // n, j % n] = info["final_obs"][j]
+                if self.masked:  # ... and its mask, from the final info
+                    final = self._info_masks(info["final_info"], f"at the end of an episode (env step {env_steps + n})", end)
+                    next_mask[end] = final[end]
                 finished[i][ended] = self._episode_return[ended]
                 self._episode_return[ended] = 0.0
+            if self.masked:
+                stuck = ~terminated & ~next_mask.any(axis=1)
+                if stuck.any():
+                    j = int(np.nonzero(stuck)[0][0])
+                    raise EnvironmentFailure(
+                        f"{self.env.env_id} gave no legal action in a non-terminal state at env step {env_steps + n} "
+                        f"(seed {self.seeds[j // n]}, env {j % n}); its action mask must allow an action until the "
+                        "episode ends (or run with --set action_mask=off)")
+                staged["next_mask"][filled] = next_mask.reshape(*flat, -1)
+                self._mask = mask.reshape(*flat, -1)
             self._obs = obs.reshape(obs_shape)
             filled += 1
             trains_now = (env_steps + n) // self.train_freq > env_steps // self.train_freq
@@ -241,7 +288,7 @@ class HostDriver:
                env_steps: int):
         """Learn from the staged iterations, then act on the current observations: one dispatch."""
         valid = np.arange(self.block) < filled
-        args = (state, Batch(**staged), valid, np.int32(block_start), self._obs, np.int32(env_steps))
+        args = (state, Batch(**staged), valid, np.int32(block_start), self._obs, self._mask, np.int32(env_steps))
         if self._learn is None:
             self._learn = self._compile(self._learn_fn, *args, donate=(0,))
         return self._learn(*args)
@@ -251,11 +298,11 @@ class HostDriver:
         """Returns [num_seeds, episodes] of the greedy policy (epsilon-greedy with
         config.eval_epsilon > 0, or Boltzmann with eval_temperature > 0) on evaluation copies of the env (true scores)."""
         if self._q is None:
-            def policy(params, obs, key, t):
+            def policy(params, obs, mask, key, t):
                 return evaluation_action(self.config, self.learner, params, obs, jax.random.fold_in(key, t),
-                                         all_legal(obs.shape[0], self.env.num_actions))
+                                         all_legal(obs.shape[0], self.env.num_actions) if mask is None else mask)
 
-            self._q = jax.jit(jax.vmap(policy, in_axes=(0, 0, 0, None)))
+            self._q = jax.jit(jax.vmap(policy, in_axes=(0, 0, 0, 0, None)))
         parallel = min(episodes, EVAL_PARALLEL)
         S = self.num_seeds
         if parallel not in self._eval_vecs:
@@ -263,16 +310,17 @@ class HostDriver:
         vec = self._eval_vecs[parallel]
         stream_seeds = np.asarray(jax.device_get(jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys)))
         quota = np.array([episodes // parallel + (1 if j < episodes % parallel else 0) for j in range(parallel)])
-        obs, _ = vec.reset(seed=[s for seed in stream_seeds for s in env_seeds(int(seed), 0, parallel)])
+        obs, info = vec.reset(seed=[s for seed in stream_seeds for s in env_seeds(int(seed), 0, parallel)])
         returns: list[list[list[float]]] = [[[] for _ in range(parallel)] for _ in range(S)]
         running = np.zeros((S, parallel))
         # Each env plays a fixed quota of episodes, so short episodes are not over-counted.
         t = 0
         while any(len(returns[s][j]) < quota[j] for s in range(S) for j in range(parallel)):
             obs_s = obs.reshape(S, parallel, *obs.shape[1:])
-            actions = np.asarray(self._q(params, obs_s, keys, np.int32(t))).reshape(S * parallel)
+            mask = self._info_masks(info, "in evaluation").reshape(S, parallel, -1) if self.masked else None
+            actions = np.asarray(self._q(params, obs_s, mask, keys, np.int32(t))).reshape(S * parallel)
             t += 1
-            obs, reward, terminated, truncated, _ = vec.step(actions)
+            obs, reward, terminated, truncated, info = vec.step(actions)
             running += reward.reshape(S, parallel)
             done = (terminated | truncated).reshape(S, parallel)
             for s, j in zip(*np.nonzero(done)):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from dqnx.agents import uses_masks
 from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.config import VMAPPABLE, RunConfig
 from dqnx.drivers.episodes import play_jax
@@ -56,6 +57,8 @@ class ChunkOutput(NamedTuple):
     q_mean: jax.Array
     td_abs: jax.Array
     epsilon: jax.Array
+    # [num_envs]: a step ended in a non-terminal state with no legal action (masked envs; else None)
+    no_legal_action: jax.Array | None = None
 
 
 class Program(NamedTuple):
@@ -99,6 +102,11 @@ def all_legal(num_envs: int, num_actions: int) -> jax.Array:
 def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
     """The loop's pure functions around `learner` (built once per run, dqnx.agents.make_learner)."""
     n = config.num_envs
+    masked = uses_masks(config, env)
+
+    def legal(env_state: Any, count: int) -> jax.Array:
+        """The legal actions of each env's current observation (all of them when the run ignores masks)."""
+        return jax.vmap(env.action_mask)(env_state) if masked else all_legal(count, env.num_actions)
 
     def init(key: jax.Array) -> TrainState:
         agent_key, env_key, loop_key = jax.random.split(key, 3)
@@ -119,14 +127,15 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
         real branch instead of computing both sides for all seeds."""
         key, act_key, env_key, learn_key = jax.random.split(state.key, 4)
         epsilon = epsilon_at(config, env_steps, hyper)
-        action, act_state = learner.act(state.agent.params, state.act_state, state.obs, all_legal(n, env.num_actions),
+        action, act_state = learner.act(state.agent.params, state.act_state, state.obs, legal(state.env_state, n),
                                         act_key, epsilon, hyper)
-        next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(
+        next_obs, env_state, reward, terminated, truncated, final_obs, _, final_mask = jax.vmap(env.step_with_masks)(
             jax.random.split(env_key, n), state.env_state, action
         )
         # final_obs is the true successor (also after a truncation); next_obs may be a reset.
+        # final_mask is its legal actions, from the step's info (the auto-reset's mask belongs to next_obs).
         fresh = Batch(obs=state.obs, action=action, reward=reward, next_obs=final_obs, terminated=terminated,
-                      episode_end=terminated | truncated)
+                      episode_end=terminated | truncated, next_mask=final_mask if masked else None)
         agent, metrics = learner.learn(state.agent, fresh, env_steps, learn_key, hyper)
 
         episode_return = state.episode_return + reward
@@ -137,6 +146,7 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
             q_mean=metrics["q_mean"],
             td_abs=metrics["td_abs"],
             epsilon=epsilon,
+            no_legal_action=~terminated & ~final_mask.any(axis=-1) if masked else None,
         )
         new_state = TrainState(
             agent=agent,
@@ -166,12 +176,12 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
         reset_key, loop_key = episode_keys(key)
         act_key = jax.random.fold_in(key, 7)  # only used by a stochastic evaluation policy
 
-        def choose(obs, t):
+        def choose(obs, t, mask=None):
             return evaluation_action(config, learner, params, obs, jax.random.fold_in(act_key, t),
-                                     all_legal(episodes, env.num_actions)), None
+                                     all_legal(episodes, env.num_actions) if mask is None else mask), None
 
         return play_jax(env, choose, jax.random.split(reset_key, episodes),
-                        lambda t: jax.random.split(jax.random.fold_in(loop_key, t), episodes))[0]
+                        lambda t: jax.random.split(jax.random.fold_in(loop_key, t), episodes), masked=masked)[0]
 
     return Program(config=config, env=env, learner=learner, init=init, chunk=chunk, evaluate=evaluate)
 
@@ -300,6 +310,23 @@ def chunk_iterations(config: RunConfig, done_steps: int) -> int:
     per_chunk = max(1, config.eval_every // config.num_envs)
     remaining = config.total_steps - done_steps
     return min(per_chunk, math.ceil(remaining / config.num_envs))
+
+
+def check_legal_actions(env_id: str, no_legal_action: Any, start_step: int, num_envs: int, seeds: list[int]) -> None:
+    """Raise EnvironmentFailure naming the env, step and seed of the first step (of a
+    chunk's records [seeds, iterations, num_envs]) that left a non-terminal state with no legal action."""
+    if no_legal_action is None:
+        return
+    flags = np.asarray(jax.device_get(no_legal_action))
+    if not flags.any():
+        return
+    from dqnx.errors import EnvironmentFailure
+
+    seed_index, iteration, env_index = (int(i[0]) for i in np.nonzero(flags))
+    step = start_step + (iteration + 1) * num_envs
+    raise EnvironmentFailure(
+        f"{env_id} gave no legal action in a non-terminal state at env step {step} (seed {seeds[seed_index]}, env "
+        f"{env_index}); its action mask must allow an action until the episode ends (or run with --set action_mask=off)")
 
 
 def summarize_chunk(output: ChunkOutput) -> dict[str, np.ndarray]:

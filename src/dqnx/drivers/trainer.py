@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dqnx.agents import make_learner
+from dqnx.agents import make_learner, uses_masks
 from dqnx.config import RunConfig
 from dqnx.drivers import jax_loop, make_driver
 from dqnx.envs import Env
@@ -229,6 +229,8 @@ class _Loop:
     def run_chunk(self, iterations: int) -> dict[str, np.ndarray]:
         """`iterations` iterations of every seed; the chunk's per-seed statistics."""
         self.state, output = self.driver.chunk(self.state, iterations, self.progress.env_steps)
+        jax_loop.check_legal_actions(self.env.env_id, output.no_legal_action, self.progress.env_steps,
+                                     self.config.num_envs, self.seeds)
         chunk_stats = jax_loop.summarize_chunk(output)
         self.progress.recent_returns = _remember_returns(self.progress.recent_returns, jax.device_get(output.finished_return))
         self.progress.env_steps = int(jax.device_get(self.state.env_steps[0]))
@@ -335,5 +337,6 @@ def make_summary(env: Env, config: RunConfig, seeds: list[int], progress: Progre
         "solve_threshold": threshold,
         "seeds_solved": sum(bool(s["solved"]) for s in per_seed) if threshold is not None else None,
         "num_seeds": len(seeds),
+        "action_masks": uses_masks(config, env),  # acted and learned with the env's legal-action masks
         "per_seed": per_seed,
     }

@@ -31,7 +31,7 @@ def is_jax_id(env_id: str) -> bool:
         return False
     return env_id in UNSUPPORTED or any(env_id in family for family in DISCRETE_ENVS.values()) or env_id.endswith(
         ("-bsuite", "-misc", "-MinAtar")
-    )
+    )  # pgx games are listed in DISCRETE_ENVS
 
 
 def _make_jax(env: Any, env_params: dict | None, wrappers: Any = ()) -> Env:

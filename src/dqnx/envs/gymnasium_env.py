@@ -13,6 +13,12 @@ action count, bounds) and builds wrapped instances and vector environments of it
 Observations: a Box of any shape (float32 for the agents; uint8 images stay uint8 so
 replay stores a quarter of the bytes) or a Discrete space (one-hot). Actions: one
 Discrete space. Anything else is refused with the reason and what would work.
+
+Action masks: an env that puts `info["action_mask"]` (one 0/1 or bool per action) in
+its reset and step infos, as Taxi-v4 does, is `masked`; so is one whose observation is
+a Dict with an "action_mask" key, which `make` moves into the info first (before any
+flattening; the rest of the observation is the one remaining value, or the remaining
+Dict flattened).
 """
 
 from __future__ import annotations
@@ -66,11 +72,15 @@ class GymEnv:
     image_layout: str | None = None  # 'CHW' or 'HWC' for image observations, else None
     wrappers: tuple[Wrapper, ...] = ()  # the user's wrappers, applied inside `factory` in this order
     origin: str | None = None  # how an id that names code was read (module:Class or package:EnvId), for the user
+    masked: bool = False  # reset and step infos carry "action_mask" (see the module docstring)
+    mask_in_obs: bool = False  # the raw env's Dict observation holds the mask; `make` moves it to the info
     backend: str = field(default="gymnasium", init=False)
 
     def make(self, *, train: bool = True, render_mode: str | None = None) -> Any:
         """One environment with dqnx's wrappers (Atari preprocessing, one-hot observations)."""
         env = self.factory(render_mode)
+        if self.mask_in_obs:
+            env = MaskFromObservation(env)
         if not train and self.max_episode_steps is None:
             env = gym.wrappers.TimeLimit(env, EVAL_STEP_CAP)  # evaluation must end even for a perfect agent
         if self.atari:
@@ -102,6 +112,10 @@ GYMNASIUM_EXAMPLES: dict[str, list[str]] = {
     "toy text": ["FrozenLake-v1", "FrozenLake8x8-v1", "CliffWalking-v1", "Taxi-v4"],
     "Atari, any ALE/<Game>-v5 (extra: dqnx[atari])": ["ALE/Pong-v5", "ALE/Breakout-v5"],
 }
+
+
+# Listed examples that give action masks (info["action_mask"]).
+MASKED_EXAMPLES = frozenset({"Taxi-v4"})
 
 
 def reward_threshold(env_id: str) -> float | None:
@@ -241,6 +255,8 @@ def _wrapped(env_id: str, factory: Callable[[str | None], Any], wrappers: tuple[
 
     def build(render_mode: str | None = None) -> Any:
         env = factory(render_mode)
+        if isinstance(env.observation_space, spaces.Dict) and MASK_KEY in env.observation_space.spaces:
+            env = MaskFromObservation(env)  # the mask leaves the observation before any user wrapper flattens it
         for wrapper, target in resolved:
             try:
                 env = target(env, **wrapper.kwargs)
@@ -339,6 +355,10 @@ def _describe(env_id: str, factory: Callable[[str | None], Any], params: dict[st
         env_id_as_built = env_id
     try:
         num_actions = action_count(env_id_as_built, env.action_space)
+        mask_in_obs = isinstance(env.observation_space, spaces.Dict) and MASK_KEY in env.observation_space.spaces
+        if mask_in_obs:
+            env = MaskFromObservation(env)
+        masked = probe_mask(env_id_as_built, env, num_actions)
         obs_space = env.observation_space
         num_states = low = high = None
         layout = None
@@ -373,6 +393,7 @@ def _describe(env_id: str, factory: Callable[[str | None], Any], params: dict[st
         env_id=env_id, factory=factory, params=params, obs_shape=shape, obs_dtype=dtype, num_actions=num_actions,
         max_episode_steps=max_steps, solve_threshold=None if threshold is None else float(threshold),
         num_states=num_states, obs_low=low, obs_high=high, image_layout=layout, wrappers=wrappers, origin=origin,
+        masked=masked, mask_in_obs=mask_in_obs,
     )
 
 
@@ -380,3 +401,57 @@ def _one_hot(env: Any, n: int) -> Any:
     space = gym.spaces.Box(0.0, 1.0, (n,), np.float32)
     eye = np.eye(n, dtype=np.float32)
     return gym.wrappers.TransformObservation(env, lambda s: eye[int(s)], space)
+
+
+# --- action masks ------------------------------------------------------------------------
+MASK_KEY = "action_mask"
+
+
+def check_mask(env_id: str, mask: Any, num_actions: int, where: str) -> np.ndarray:
+    """`mask` as a bool array of one entry per action, or a UsageError naming the env."""
+    array = np.asarray(mask)
+    if array.shape != (num_actions,):
+        raise UsageError(f"{env_id}'s action mask ({where}) has shape {array.shape}, but the env has {num_actions} actions; "
+                         "give one 0/1 entry per action, or train with --set action_mask=off")
+    return array.astype(bool)
+
+
+def probe_mask(env_id: str, env: Any, num_actions: int) -> bool:
+    """Whether `env` gives masks in its reset info (one reset, seed 0), checked for length."""
+    try:
+        _, info = env.reset(seed=0)
+    except Exception as e:  # an env that cannot reset at all fails the same way in training; say so now
+        raise UsageError(f"{env_id} failed to reset ({type(e).__name__}: {e})") from None
+    if MASK_KEY not in (info or {}):
+        return False
+    check_mask(env_id, info[MASK_KEY], num_actions, 'info["action_mask"] at reset')
+    return True
+
+
+class MaskFromObservation(gym.Wrapper):
+    """Moves a Dict observation's "action_mask" into the info (reset and step), before any
+    flattening; the observation becomes the one remaining value, or the rest flattened."""
+
+    def __init__(self, env: Any):
+        super().__init__(env)
+        rest = {k: v for k, v in env.observation_space.spaces.items() if k != MASK_KEY}
+        if not rest:
+            raise UsageError("the Dict observation holds only an action_mask; dqnx needs an observation beside it")
+        self._rest = spaces.Dict(rest)
+        self._single = next(iter(rest)) if len(rest) == 1 else None
+        self.observation_space = rest[self._single] if self._single else spaces.flatten_space(self._rest)
+
+    def _split(self, obs: dict, info: dict) -> tuple[Any, dict]:
+        info = {**info, MASK_KEY: np.asarray(obs[MASK_KEY])}
+        if self._single:
+            return obs[self._single], info
+        return spaces.flatten(self._rest, {k: obs[k] for k in self._rest.spaces}), info
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return self._split(obs, info)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs, info = self._split(obs, info)
+        return obs, reward, terminated, truncated, info

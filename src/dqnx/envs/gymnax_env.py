@@ -8,6 +8,13 @@ Every JAX environment the compiled driver sees has:
 `step` auto-resets: `obs` is the next episode's first observation when the episode
 ended, and `final_obs` is always the true successor of the taken action, which is
 what the TD target must bootstrap from after a time-limit truncation.
+
+An environment with legal-action masks (`masked`) gives them with `action_mask(state)`
+and `step_with_masks`, which adds the masks of `obs` and of `final_obs` to `step`'s
+outputs. The gymnax-style convention for such an env: a method
+`action_mask(state, params) -> bool[num_actions]`, and `info["action_mask"]` from
+`step_env` for the state it stepped to (gymnax's auto-reset replaces the state, so
+the final observation's mask must come from the step's info).
 """
 
 from __future__ import annotations
@@ -32,18 +39,24 @@ SOLVE_THRESHOLDS: dict[str, float] = {
     "CartPole-v1": 475.0,
     "Acrobot-v1": -100.0,
     "MountainCar-v0": -110.0,
+    "Vault-v0": 10.0,  # the legal optimum (an illegal action's jackpot would show as more)
 }
 
 
 # gymnax environments with discrete actions that build offline, by family (`dqnx envs`).
 DISCRETE_ENVS: dict[str, list[str]] = {
     "classic control": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"],
-    "dqnx toy (envs/toy.py)": ["Dungeon-v0", "CliffWalking-v0"],
+    "dqnx toy (envs/toy.py)": ["Dungeon-v0", "CliffWalking-v0", "Vault-v0"],
     "MinAtar": ["Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar"],
     "bsuite": ["Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite", "UmbrellaChain-bsuite",
                "DiscountingChain-bsuite", "SimpleBandit-bsuite"],
     "misc": ["FourRooms-misc", "MetaMaze-misc", "BernoulliBandit-misc", "GaussianBandit-misc", "Pong-misc", "FrozenLake-misc"],
+    "pgx (extra: dqnx[pgx])": ["2048-pgx"],
 }
+# pgx games trained as JAX environments (envs/pgx_env.py): dqnx id -> pgx id.
+PGX_ENVS: dict[str, str] = {"2048-pgx": "2048"}
+# Listed ids whose environments give legal-action masks (`dqnx envs` says so).
+MASKED_ENVS = frozenset({"Vault-v0", "2048-pgx"})
 # Registered in gymnax but not trainable here, and why.
 UNSUPPORTED = {
     "MNISTBandit-bsuite": "downloads MNIST when it is built, and dqnx runs offline",
@@ -136,6 +149,7 @@ class JaxEnv:
     obs_high: Any = None
     image_layout: str | None = None
     obs_dtype: str = "float32"
+    masked: bool = False  # the env gives legal-action masks (see the module docstring)
     backend: str = field(default="jax", init=False)  # its entry in dqnx.envs.BACKENDS
 
     def settings(self) -> dict[str, Any]:
@@ -170,11 +184,32 @@ class JaxEnv:
             final_obs,
         )
 
+    def action_mask(self, state: Any) -> jax.Array:
+        """Actions legal in `state`, [num_actions] bool (all of them for an env without masks)."""
+        if not self.masked:
+            return jnp.ones((self.num_actions,), bool)
+        return jnp.asarray(self.env.action_mask(state, self.params), bool)
+
+    def step_with_masks(self, key: jax.Array, state: Any, action: jax.Array):
+        """`step`'s outputs, then the legal actions at `obs` and at `final_obs` (the true successor)."""
+        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, self.params)
+        final_mask = jnp.asarray(info["action_mask"], bool) if self.masked else jnp.ones((self.num_actions,), bool)
+        return (
+            self._observe(obs),
+            state,
+            reward.astype(jnp.float32),
+            jnp.asarray(terminated, bool),
+            jnp.asarray(truncated, bool) & ~jnp.asarray(terminated, bool),
+            self._observe(info["final_observation"]),
+            self.action_mask(state),
+            final_mask,
+        )
+
 
 def _make_raw(env_id: str) -> tuple[Any, Any]:
-    if env_id in ("Dungeon-v0", "CliffWalking-v0"):
-        from dqnx.envs.toy import TOY_ENVS
+    from dqnx.envs.toy import TOY_ENVS
 
+    if env_id in TOY_ENVS:
         env = TOY_ENVS[env_id]()
         return env, env.default_params
     if env_id in UNSUPPORTED:
@@ -234,7 +269,12 @@ def _env_class(env_id: str) -> Any:
 
 
 def make_gymnax(env_id: str, env_params: dict[str, Any] | None = None) -> JaxEnv:
-    env, params = _make_raw(env_id)
+    if env_id in PGX_ENVS:
+        from dqnx.envs.pgx_env import make_pgx
+
+        env, params = make_pgx(env_id, PGX_ENVS[env_id])
+    else:
+        env, params = _make_raw(env_id)
     params = _with_params(env_id, params, env_params)
     action_space = env.action_space(params)
     if not hasattr(action_space, "n"):
@@ -260,8 +300,14 @@ def make_gymnax(env_id: str, env_params: dict[str, Any] | None = None) -> JaxEnv
         num_states=num_states,
         obs_low=low,
         obs_high=high,
-        image_layout="HWC" if env_id in _MINATAR else None,
-        obs_dtype="bool" if env_id in _MINATAR else "float32",
+        image_layout="HWC" if env_id in _MINATAR or env_id in PGX_ENVS else None,  # boards
+        obs_dtype="bool" if env_id in _MINATAR or env_id in PGX_ENVS else "float32",
+        masked=callable(getattr(env, "action_mask", None)),
     )
-    obs, _ = built.reset(jax.random.PRNGKey(0))
+    obs, state = built.reset(jax.random.PRNGKey(0))
+    if built.masked:
+        mask_shape = tuple(np.shape(env.action_mask(state, params)))
+        if mask_shape != (built.num_actions,):
+            raise UsageError(f"{env_id}'s action mask has shape {mask_shape}, but it has {built.num_actions} actions; "
+                             "its action_mask must give one bool per action")
     return dataclasses.replace(built, obs_shape=tuple(obs.shape))

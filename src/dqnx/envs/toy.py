@@ -22,6 +22,15 @@ left, goal at the bottom right, the cliff between them. Every step pays -1, step
 into the cliff pays -100 and returns to the start; reaching the goal ends the
 episode. The optimal path runs along the cliff (return -13); epsilon-greedy SARSA
 learns the safer path further up.
+
+Vault-v0, dqnx's demo of action masks: a corridor of `length` tiles (5), start on
+tile 0, actions left, right and open. Left is illegal on the first tile, right on the
+last, and open everywhere but the last tile, where it pays `prize` (10) and ends the
+episode. The legal optimum walks right and opens: return 10. An illegal action pays
+a `jackpot` (100) and ends the episode: a trap for an agent that ignores the mask,
+which would learn to open on tile 0, and a witness of every violation (any return
+above 10). The env gives its legal actions as `action_mask(state, params)` and, for
+the state it stepped to, as info["action_mask"] (read before gymnax's auto-reset).
 """
 
 from __future__ import annotations
@@ -165,4 +174,65 @@ class CliffWalking(environment.Environment):
         return spaces.Discrete(4)
 
 
-TOY_ENVS = {"Dungeon-v0": Dungeon, "CliffWalking-v0": CliffWalking}
+LEFT, RIGHT, OPEN = 0, 1, 2
+
+
+@struct.dataclass
+class VaultState(environment.EnvState):
+    position: jax.Array
+    time: int
+
+
+@struct.dataclass
+class VaultParams(environment.EnvParams):
+    length: int = 5
+    prize: float = 10.0
+    jackpot: float = 100.0
+    max_steps_in_episode: int = 50
+
+
+class Vault(environment.Environment):
+    """Vault-v0: dqnx's masked demo env (see the module docstring)."""
+
+    @staticmethod
+    def check_params(params: VaultParams) -> None:
+        if params.length < 2:
+            raise UsageError(f"Vault-v0 needs length >= 2 tiles, got {params.length}")
+
+    @property
+    def default_params(self) -> VaultParams:
+        return VaultParams()
+
+    def action_mask(self, state: VaultState, params: VaultParams) -> jax.Array:
+        """Legal actions at `state`: left off the first tile, right off the last, open only on the last."""
+        last = state.position == params.length - 1
+        return jnp.stack([state.position > 0, ~last, last])
+
+    def step_env(self, key: jax.Array, state: VaultState, action: Any, params: VaultParams):
+        legal = self.action_mask(state, params)[action]
+        position = jnp.clip(state.position + jnp.where(action == RIGHT, 1, jnp.where(action == LEFT, -1, 0)),
+                            0, params.length - 1)
+        reward = jnp.where(legal, jnp.where(action == OPEN, params.prize, 0.0), params.jackpot)
+        terminated = (action == OPEN) | ~legal
+        state = VaultState(position=position.astype(jnp.int32), time=state.time + 1)
+        info = {"action_mask": self.action_mask(state, params)}  # of the state stepped to, before any auto-reset
+        return self.get_obs(state), state, reward.astype(jnp.float32), terminated, info
+
+    def reset_env(self, key: jax.Array, params: VaultParams):
+        state = VaultState(position=jnp.asarray(0, jnp.int32), time=0)
+        return self.get_obs(state), state
+
+    def get_obs(self, state: VaultState, params: Any = None, key: Any = None) -> jax.Array:
+        return state.position
+
+    def is_terminated(self, state: VaultState, params: VaultParams) -> jax.Array:
+        return jnp.asarray(False)
+
+    def observation_space(self, params: VaultParams):
+        return spaces.Discrete(params.length)
+
+    def action_space(self, params: VaultParams | None = None):
+        return spaces.Discrete(3)
+
+
+TOY_ENVS = {"Dungeon-v0": Dungeon, "CliffWalking-v0": CliffWalking, "Vault-v0": Vault}

@@ -45,6 +45,7 @@ class FrameReplay:
     position: jax.Array  # [envs]: absolute slot the next transition starts at
     episode_first: jax.Array  # [envs]: absolute first slot of the running episode
     new_episode: jax.Array  # [envs]: the next transition starts an episode
+    mask: jax.Array | None = None  # [envs, slots, actions]: actions legal at the observation ending in the slot's frame
     stack: int = flax.struct.field(pytree_node=False, default=4)
 
     @property
@@ -52,8 +53,10 @@ class FrameReplay:
         return self.frames.shape[1]
 
 
-def init_frame_replay(capacity: int, num_envs: int, obs_shape: tuple[int, ...]) -> FrameReplay:
-    """Room for about `capacity` transitions over `num_envs` rings; obs_shape is (stack, H, W)."""
+def init_frame_replay(capacity: int, num_envs: int, obs_shape: tuple[int, ...], mask_actions: int | None = None) -> FrameReplay:
+    """Room for about `capacity` transitions over `num_envs` rings; obs_shape is (stack, H, W).
+    `mask_actions` (the action count) also keeps the legal-action mask of each slot's
+    observation, stored with the frame: a transition's next mask sits in its successor slot."""
     stack, *frame_shape = obs_shape
     slots = -(-capacity // num_envs) + 1  # +1: the successor frame of the newest transition
     shape = (num_envs, slots)
@@ -68,6 +71,7 @@ def init_frame_replay(capacity: int, num_envs: int, obs_shape: tuple[int, ...]) 
         position=jnp.zeros((num_envs,), jnp.int32),
         episode_first=jnp.zeros((num_envs,), jnp.int32),
         new_episode=jnp.ones((num_envs,), bool),
+        mask=jnp.zeros((*shape, mask_actions), bool) if mask_actions else None,
         stack=stack,
     )
 
@@ -99,9 +103,17 @@ def add(buffer: FrameReplay, transitions: Batch) -> FrameReplay:
         transitions.obs, transitions.action, transitions.reward, transitions.terminated,
         transitions.next_obs, transitions.episode_end,
     )
+    mask = buffer.mask
+    if mask is not None:
+        if transitions.next_mask is None:
+            raise ValueError("this replay keeps next-state action masks: give transitions a next_mask")
+        successor = buffer.position % buffer.slots + 1  # the slot `one_ring` wrote next_obs's frame to
+        mask = jax.vmap(lambda ring, slot, new: ring.at[slot % buffer.slots].set(new.astype(bool)))(
+            mask, successor, transitions.next_mask)
     return buffer.replace(
         frames=out[0], action=out[1], reward=out[2], terminated=out[3], has_transition=out[4],
         episode_start=out[5], slot_index=out[6], position=out[7], episode_first=out[8], new_episode=out[9],
+        mask=mask,
     )
 
 
@@ -174,4 +186,5 @@ def sample(buffer: FrameReplay, key: jax.Array, batch_size: int) -> Batch:
         reward=buffer.reward[env, slot],
         next_obs=_stack(buffer, env, a + 1, first),
         terminated=buffer.terminated[env, slot],
+        next_mask=None if buffer.mask is None else buffer.mask[env, (a + 1) % buffer.slots],
     )

@@ -11,7 +11,8 @@ the newest transition written so far. Then:
 
 - the episode terminated at step h-1: no bootstrap (terminated = True);
 - it was truncated at h-1, or the horizon or the newest data was reached: bootstrap
-  from the true successor `next_obs` of step h-1 with discount gamma^h.
+  from the true successor `next_obs` of step h-1 with discount gamma^h, over the
+  actions legal there (`next_mask` of step h-1, when the ring keeps masks).
 
 A Monte-Carlo target is the same sum with the horizon set to the longest episode and
 no bootstrap at all; it is `complete` only when an episode end was reached.
@@ -40,6 +41,7 @@ class MultiStep(NamedTuple):
     discount: jax.Array  # gamma^steps: the bootstrap's weight (times 1 - terminated)
     steps: jax.Array  # how many rewards were summed (1 .. horizon)
     complete: jax.Array  # the last step summed ended its episode (terminated or truncated)
+    next_mask: jax.Array | None = None  # actions legal at next_obs (None: the ring keeps no masks)
 
 
 def multi_step(buffer: ReplayBuffer, index: jax.Array, horizon: int, num_envs: int, gamma: float) -> MultiStep:
@@ -66,4 +68,5 @@ def multi_step(buffer: ReplayBuffer, index: jax.Array, horizon: int, num_envs: i
         discount=gamma ** steps.astype(jnp.float32),
         steps=steps,
         complete=store.episode_end[last],
+        next_mask=None if store.next_mask is None else store.next_mask[last],
     )

@@ -25,11 +25,13 @@ class ReplayBuffer:
 
 
 def init_replay(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32,
-                episode_ends: bool = False) -> ReplayBuffer:
+                episode_ends: bool = False, mask_actions: int | None = None) -> ReplayBuffer:
     """An empty buffer; image observations keep their uint8 dtype (a quarter of float32's bytes).
 
     `episode_ends` also stores each transition's terminated | truncated flag, which
     n-step and Monte-Carlo targets (replay/nstep.py) need to find where episodes end.
+    `mask_actions` (the action count) also stores each transition's next-state action
+    mask, which masked bootstraps read.
     """
     storage = Batch(
         obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
@@ -38,6 +40,7 @@ def init_replay(capacity: int, obs_shape: tuple[int, ...], obs_dtype=jnp.float32
         next_obs=jnp.zeros((capacity, *obs_shape), obs_dtype),
         terminated=jnp.zeros((capacity,), bool),
         episode_end=jnp.zeros((capacity,), bool) if episode_ends else None,
+        next_mask=jnp.zeros((capacity, mask_actions), bool) if mask_actions else None,
     )
     return ReplayBuffer(storage=storage, position=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
 
@@ -48,6 +51,10 @@ def add(buffer: ReplayBuffer, transitions: Batch) -> ReplayBuffer:
         transitions = transitions._replace(episode_end=None)  # kept only for n-step / Monte-Carlo targets
     elif transitions.episode_end is None:
         raise ValueError("this replay keeps episode ends: give transitions an episode_end (terminated | truncated)")
+    if buffer.storage.next_mask is None:
+        transitions = transitions._replace(next_mask=None)
+    elif transitions.next_mask is None:
+        raise ValueError("this replay keeps next-state action masks: give transitions a next_mask")
     n = transitions.reward.shape[0]
     slots = (buffer.position + jnp.arange(n)) % buffer.capacity
     storage = jax.tree.map(lambda store, new: store.at[slots].set(new.astype(store.dtype)), buffer.storage, transitions)

@@ -130,6 +130,8 @@ def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 
             ("wall seconds", summary.get("wall_seconds")),
             ("compile seconds", summary.get("compile_seconds")),
             ("solve threshold", summary.get("solve_threshold")),
+            ("action masks", {True: "used (acting and bootstrap over legal actions only)", False: "not used",
+                              None: None}.get(summary.get("action_masks"))),
             ("steps to solve (median over seeds)", summary.get("steps_to_solve")),
             ("seeds solved", None if summary.get("seeds_solved") is None
              else f"{summary['seeds_solved']} of {summary.get('num_seeds')}"),
