@@ -240,7 +240,8 @@ def describe_spaces(env: Any) -> dict[str, Any]:
             "low": _bound(getattr(env, "obs_low", None)),
             "high": _bound(getattr(env, "obs_high", None)),
         },
-        "action": {"type": "discrete", "num_actions": int(env.num_actions)},
+        "action": {"type": "discrete", "num_actions": int(env.num_actions),
+                   "masked": bool(getattr(env, "masked", False))},  # the env gives legal-action masks
         "max_episode_steps": getattr(env, "max_episode_steps", None),
         "solve_threshold": getattr(env, "solve_threshold", None),
     }
@@ -263,6 +264,7 @@ class SpacesEnv:
     obs_high: Any = None
     image_layout: str | None = None
     frame_stack: int = 0
+    masked: bool = False  # the env gave legal-action masks (whether the run used them: config action_mask)
     playable: bool = field(default=False, init=False)
 
     @property
@@ -301,6 +303,9 @@ class SpacesEnv:
         stack = obs.get("frame_stack", 0)
         if not isinstance(stack, int) or isinstance(stack, bool) or not 0 <= stack <= 64:
             raise bad("observation.frame_stack")
+        masked = action.get("masked", False)  # absent in runs recorded before masks
+        if not isinstance(masked, bool):
+            raise bad("action.masked")
         steps = record.get("max_episode_steps")
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
             raise bad("max_episode_steps")
@@ -326,4 +331,4 @@ class SpacesEnv:
         return cls(env_id=env_id, backend=backend, obs_shape=tuple(shape), obs_dtype=np.dtype(obs["dtype"]),
                    num_actions=n, max_episode_steps=steps, solve_threshold=None if threshold is None else float(threshold),
                    num_states=states, obs_low=bounds("low"), obs_high=bounds("high"), image_layout=layout,
-                   frame_stack=stack)
+                   frame_stack=stack, masked=masked)
