@@ -280,6 +280,9 @@ def test_dqn_learns_vault_without_an_illegal_action(tmp_path, tiny, capsys):
     assert summary["eval_mean_return"] == 10.0  # the legal optimum, every episode
     agent = dqnx.load(tmp_path / "vault")
     assert agent.action_masks
+    from dqnx.viz.rollout import greedy_episodes  # the episodes plots and recordings show (masked when trained so)
+
+    assert [float(e.rewards.sum()) for e in greedy_episodes(agent, 3)] == [10.0] * 3
     from dqnx.inspect import show_agent
 
     show_agent(agent)

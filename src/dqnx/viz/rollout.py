@@ -56,7 +56,8 @@ class Episode:
 def _rollout_fn(algorithm: str, config: Any, env: Any, episodes: int):
     import jax
 
-    from dqnx.agents import make_learner
+    from dqnx.agents import make_learner, uses_masks
+    from dqnx.agents.exploration import greedy
     from dqnx.drivers.episodes import play_jax
     from dqnx.drivers.jax_loop import episode_keys
 
@@ -65,12 +66,13 @@ def _rollout_fn(algorithm: str, config: Any, env: Any, episodes: int):
     def rollout(params, key):
         reset_key, loop_key = episode_keys(key)
 
-        def choose(obs, t):
+        def choose(obs, t, mask=None):  # mask: the legal actions, when the run used masks
             q = learner.q_values(params, obs)
-            return q.argmax(axis=-1), q
+            return greedy(q, mask), q
 
         return play_jax(env, choose, jax.random.split(reset_key, episodes),
-                        lambda t: jax.random.split(jax.random.fold_in(loop_key, t), episodes), record=True)[1]
+                        lambda t: jax.random.split(jax.random.fold_in(loop_key, t), episodes), record=True,
+                        masked=uses_masks(config, env))[1]
 
     return jax.jit(rollout)
 
