@@ -197,20 +197,25 @@ def test_the_nature_cnn_takes_every_head(q_head):
     assert dqn.q_values(state.params, jnp.zeros((2, 4, 36, 36), jnp.uint8)).shape == (2, 5)
 
 
-@pytest.mark.parametrize("q_head", SHAPES)
-def test_every_shape_learns_a_contextual_bandit(q_head):
-    """r(s, a) = s_a, one-step episodes: Q must learn to pick the largest coordinate."""
-    cfg = DQNConfig(hidden_sizes=(32,), q_head=q_head, learning_rate=3e-3, max_grad_norm=0)
+C51 = {"distributional": True, "num_atoms": 51, "v_min": -4.0, "v_max": 4.0}  # rewards are N(0, 1) draws
+
+
+@pytest.mark.parametrize("q_head, extra", [(shape, {}) for shape in SHAPES] + [
+    ("per_action_output", C51), ("per_action_output", {"noisy": True})], ids=SHAPES + ["c51", "noisy"])
+def test_every_shape_learns_a_contextual_bandit(q_head, extra):
+    """r(s, a) = s_a, one-step episodes: Q must learn to pick the largest coordinate
+    (C51's Q the mean of its distribution; a noisy network's greedy Q its mean weights')."""
+    cfg = DQNConfig(hidden_sizes=(32,), q_head=q_head, learning_rate=3e-3, max_grad_norm=0, **extra)
     dqn = make_dqn(cfg, obs_shape=(3,), num_actions=3)
     state = dqn.init(jax.random.PRNGKey(0))
 
     def step(state, key):
-        k1, k2 = jax.random.split(key)
+        k1, k2, k3 = jax.random.split(key, 3)
         obs = jax.random.normal(k1, (64, 3))
         action = jax.random.randint(k2, (64,), 0, 3)
         batch = Batch(obs=obs, action=action, reward=obs[jnp.arange(64), action], next_obs=obs,
                       terminated=jnp.ones(64, bool))
-        state, metrics = dqn.update(state, batch)
+        state, metrics = dqn.update(state, batch, key=k3)  # the key draws a noisy network's weight noise
         return state, metrics["loss"]
 
     state, losses = jax.lax.scan(step, state, jax.random.split(jax.random.PRNGKey(1), 1500))
@@ -375,19 +380,23 @@ def toys_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
 
 
-def test_prioritized_n_step_run_resumes_bit_for_bit(tmp_path, tiny):
-    """Priorities and the n-step replay (with its episode ends) are in the checkpoint."""
+def test_rainbow_run_resumes_bit_for_bit(tmp_path, tiny):
+    """Every switch at once, 2 seeds: priorities, the n-step replay (with its episode ends), noisy and C51
+    weights, the Double-DQN target and the noise keys are all in the checkpoint."""
     import dqnx
 
-    config = tiny(total_steps=1000, checkpoint_every=500, eval_every=500, learning_starts=100, dueling=True,
-                  prioritized=True, n_step=3, per_beta=1.0)  # beta anneals over total_steps, which the resume extends
-    straight = dqnx.train("CartPole-v1", config=config.replace(total_steps=1500), out=tmp_path / "a", tensorboard=False)
-    dqnx.train("CartPole-v1", config=config, out=tmp_path / "b", tensorboard=False)
-    resumed = dqnx.train(resume=tmp_path / "b", steps=1500, tensorboard=False)
+    config = tiny(total_steps=600, checkpoint_every=300, eval_every=300, learning_starts=100, dueling=True,
+                  double_dqn=True, prioritized=True, n_step=3, noisy=True, distributional=True, num_atoms=11,
+                  v_min=0.0, v_max=50.0, per_beta=1.0)  # beta anneals over total_steps, which the resume extends
+    straight = dqnx.train("CartPole-v1", seeds=2, config=config.replace(total_steps=900), out=tmp_path / "a",
+                          tensorboard=False)
+    dqnx.train("CartPole-v1", seeds=2, config=config, out=tmp_path / "b", tensorboard=False)
+    resumed = dqnx.train(resume=tmp_path / "b", steps=900, tensorboard=False)
     a = dqnx.load(straight.path, weights="last").params
     b = dqnx.load(resumed.path, weights="last").params
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(*np.asarray(jax.tree.leaves(a)[0])[:2])  # the two seeds trained apart
 
 
 def test_host_loop_trains_with_n_step_per_and_monte_carlo(toys_on_path, tmp_path):
