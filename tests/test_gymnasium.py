@@ -353,19 +353,27 @@ def test_atari_smoke_run_through_the_host_loop(tmp_path):
 
 
 def test_imitation_from_a_gymnasium_expert(toys_on_path, tmp_path):
-    """dqnx dataset / imitate work on Gymnasium runs: rollouts and evaluations on the host."""
+    """dqnx dataset / imitate work on Gymnasium runs (rollouts and evaluations on the host), on an expert
+    whose actions depend on the state: TwoExits heads for the nearer exit, left or right."""
     from dqnx.imitation.dataset import make_dataset, read_dataset
     from dqnx.imitation.train import imitate
 
-    config = {"total_steps": 2000, "learning_starts": 200, "epsilon_decay_steps": 1000, "eval_every": 500,
-              "eval_episodes": 2, "final_eval_episodes": 2, "hidden_sizes": [32], "buffer_size": 2000,
+    config = {"total_steps": 2000, "learning_starts": 200, "epsilon_decay_steps": 1000, "eval_every": 1000,
+              "eval_episodes": 4, "final_eval_episodes": 4, "hidden_sizes": [32], "buffer_size": 2000,
               "gamma": 0.9, "tau": 0.05}
-    dqnx.train("gym_toys:Corridor", config=config, env_params={"max_episode_steps": 30}, out=tmp_path / "expert")
-    make_dataset(tmp_path / "expert", 40, tmp_path / "train.csv", seed=0)
-    make_dataset(tmp_path / "expert", 20, tmp_path / "test.csv", seed=1)
-    data = read_dataset(tmp_path / "train.csv")
-    assert data.meta["backend"] == "gymnasium" and len(data) == 40
-    assert set(data.actions.tolist()) == {1}  # the expert walks right from every tile it visits
-    imitate(tmp_path / "train.csv", tmp_path / "test.csv", config={"epochs": 30, "eval_every_epochs": 10,
-                  "eval_episodes": 2, "final_eval_episodes": 2, "hidden_sizes": [16]}, out=tmp_path / "imitated")
-    assert dqnx.evaluate(tmp_path / "imitated", episodes=2)["mean_return"] == -5.0
+    dqnx.train("gym_toys:TwoExits", config=config, env_params={"max_episode_steps": 30}, out=tmp_path / "expert",
+               tensorboard=False)
+    make_dataset(tmp_path / "expert", 60, tmp_path / "train.csv", seed=0)
+    make_dataset(tmp_path / "expert", 40, tmp_path / "test.csv", seed=1)
+    train, test = read_dataset(tmp_path / "train.csv"), read_dataset(tmp_path / "test.csv")
+    assert train.meta["backend"] == "gymnasium" and len(train) == 60
+    tiles = train.obs.argmax(axis=1)  # one-hot observations
+    np.testing.assert_array_equal(train.actions, (tiles > 3).astype(int))  # the expert's walk is the optimal one
+    assert set(train.actions.tolist()) == set(test.actions.tolist()) == {0, 1}
+    run = imitate(tmp_path / "train.csv", tmp_path / "test.csv", config={
+        "epochs": 50, "batch_size": 20, "learning_rate": 3e-3, "eval_every_epochs": 25, "eval_episodes": 4,
+        "final_eval_episodes": 4, "hidden_sizes": [16]}, out=tmp_path / "imitated")
+    assert run.summary["test_accuracy"] == 1.0  # six tiles, each seen with its one label
+    imitated = dqnx.evaluate(tmp_path / "imitated", episodes=20)
+    expert = dqnx.evaluate(tmp_path / "expert", episodes=20)
+    assert imitated["mean_return"] == expert["mean_return"] >= -3.0  # the same starts; a random walk's is -8.7

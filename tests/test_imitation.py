@@ -92,8 +92,13 @@ def test_imitate_writes_a_run_that_eval_runs(root, datasets):
     assert len(events) == 1 and b"imitation/test_accuracy" in events[0].read_bytes()
     assert run.summary["agent"] == "imitation" and run.summary["test_samples"] == 400
 
-    result = dqnx.evaluate(run.path, episodes=5)
-    assert result["episodes"] == 5 and result["mean_return"] > 0
+    # What the policy learned, on the expert's data with both actions (test_dataset_rows_...): it agrees with
+    # the expert on most held-out states (chance: 0.5; measured 0.84) and balances the pole several times
+    # longer than random play (about 22; measured 105 to 145).
+    assert run.summary["test_accuracy"] >= 0.75, run.summary
+    assert run.summary["eval_mean_return"] >= 75, run.summary
+    result = dqnx.evaluate(run.path, episodes=20)
+    assert result["episodes"] == 20 and result["mean_return"] >= 75, result
     agent = dqnx.load(run.path)
     assert agent.algorithm == "imitation"
 
