@@ -79,26 +79,29 @@ def test_seeds_give_disjoint_episodes(datasets):
 def test_imitate_writes_a_run_that_eval_runs(root, datasets):
     from dqnx.imitation.train import METRIC_COLUMNS, imitate
 
-    run = imitate(datasets["train"], datasets["test"], config=SMALL_RUN, out=root / "policy")
+    # Enough training to learn: an untrained network of this size already agrees with the expert on 0.82 of
+    # the held-out states (CartPole's expert follows a simple rule) and balances the pole for 119 steps.
+    config = {"hidden_sizes": (64, 64), "epochs": 40, "batch_size": 32, "learning_rate": 3e-3, "eval_every_epochs": 20,
+              "eval_episodes": 8, "final_eval_episodes": 8}
+    run = imitate(datasets["train"], datasets["test"], config=config, out=root / "policy")
     for name in ("config.json", "best.safetensors", "last.safetensors", "metrics.csv", "summary.json"):
         assert (run.path / name).is_file(), name
     config = json.loads((run.path / "config.json").read_text())
-    assert config["agent"] == "imitation" and config["config"]["hidden_sizes"] == [16]
+    assert config["agent"] == "imitation" and config["config"]["hidden_sizes"] == [64, 64]
     with open(run.path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == METRIC_COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert [r["eval_mean_return"] != "" for r in rows] == [False, True, False, True]
+    assert list(rows[0]) == METRIC_COLUMNS and [int(r["epoch"]) for r in rows] == list(range(1, 41))
+    assert [int(r["epoch"]) for r in rows if r["eval_mean_return"] != ""] == [20, 40]
     events = list((run.path / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and b"imitation/test_accuracy" in events[0].read_bytes()
     assert run.summary["agent"] == "imitation" and run.summary["test_samples"] == 400
 
-    # What the policy learned, on the expert's data with both actions (test_dataset_rows_...): it agrees with
-    # the expert on most held-out states (chance: 0.5; measured 0.84) and balances the pole several times
-    # longer than random play (about 22; measured 105 to 145).
-    assert run.summary["test_accuracy"] >= 0.75, run.summary
-    assert run.summary["eval_mean_return"] >= 75, run.summary
+    # What the policy learned, on the expert's data with both actions (test_dataset_rows_...): measured 0.95
+    # held-out accuracy and returns of 261 (8 episodes) and 313 (20); random play gets about 22.
+    assert run.summary["test_accuracy"] >= 0.9, run.summary
+    assert run.summary["eval_mean_return"] >= 200, run.summary
     result = dqnx.evaluate(run.path, episodes=20)
-    assert result["episodes"] == 20 and result["mean_return"] >= 75, result
+    assert result["episodes"] == 20 and result["mean_return"] >= 200, result
     agent = dqnx.load(run.path)
     assert agent.algorithm == "imitation"
 
