@@ -157,3 +157,20 @@ class DeadEnd(Vault):
 
     def legal(self) -> np.ndarray:
         return np.zeros(3, np.int8) if self.position == 2 else super().legal()
+
+
+class Raising(Corridor):
+    """A corridor whose step raises at step `raise_at` (counted over its lifetime): a bug in the user's env."""
+
+    def __init__(self, raise_at: int = 100, render_mode: str | None = None):
+        super().__init__(render_mode=render_mode)
+        self.raise_at, self.steps = raise_at, 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps >= self.raise_at:
+            self.explode()
+        return super().step(action)
+
+    def explode(self):
+        raise RuntimeError("the sensor broke")

@@ -192,13 +192,13 @@ CASES: dict[str, Case] = {
     "eval_bad_weights": Case(["eval", "run", "--weights", "bogus"], ["bogus", "best", "last"], _copy_run),
     "eval_episodes_zero": Case(["eval", "run", "--episodes", "0"], ["--episodes", "0"], _copy_run),
     "resume_missing": Case(["train", "--resume", "nothere"], ["nothere", "does not exist"]),
-    "resume_with_set": Case(["train", "--resume", "run", "--set", "gamma=0.5"], ["--resume", "--set"], _copy_run),
+    "resume_with_set_layout": Case(["train", "--resume", "run", "--set", "hidden_sizes=64"], ["hidden_sizes", "layout", "new run"], _copy_run),
     "resume_fewer_steps": Case(["train", "--resume", "run", "--steps", "100"], ["100", "total_steps"], _copy_run),
     # A failed resume must not touch the run (config.json's total_steps included).
     "resume_no_checkpoint": Case(["train", "--resume", "run", "--steps", "4000"], ["checkpoint"], _no_checkpoint),
     "resume_corrupt_checkpoint": Case(["train", "--resume", "run", "--steps", "4000"],
                                       ["checkpoint.safetensors", "corrupted"], _corrupt_checkpoint),
-    "out_not_empty": Case(["train", "CartPole-v1", "--steps", "100", "--out", "existing"], ["existing", "already exists"],
+    "out_not_empty": Case(["train", "CartPole-v1", "--steps", "100", "--set", "learning_starts=10", "--set", "eval_every=100", "--out", "existing"], ["existing", "already exists"],
                           _existing),
 }
 

@@ -47,7 +47,7 @@ TRAJECTORY_COLUMNS = ["env_steps", "seed", "updates", "episodes", "train_return"
 VALUE_COLUMNS = ["loss", "q_mean", "td_abs"]
 ULPS = 1e-5  # relative tolerance for FMA-contraction differences; seen: at most 5e-7
 RESULT_COLUMNS = ["config", "seed", "eval_mean_return", "eval_std_return", "best_periodic_eval_return",
-                  "steps_to_solve", "solved", "group"]
+                  "steps_to_solve", "solved", "group", "diverged_at"]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -362,7 +362,7 @@ def test_bad_sweep_exits_2_with_one_line_and_writes_nothing(name, bad_sweeps):
 
 def test_cli_sweep_writes_results_and_prints_its_directory(tmp_path, dqnx_cli):
     args = ["sweep", "CartPole-v1", "--grid", "lr=1e-3,3e-3", "--seeds", "2", "--steps", "1000",
-            "--set", "eval_every=500", "--set", "eval_episodes=4", "--set", "final_eval_episodes=4", "--out", "sw", "-q"]
+            "--set", "learning_starts=200", "--set", "eval_every=500", "--set", "eval_episodes=4", "--set", "final_eval_episodes=4", "--out", "sw", "-q"]
     result = dqnx_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr

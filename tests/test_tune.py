@@ -215,7 +215,7 @@ def test_ray_missing_is_a_one_line_error(tmp_path):
     script = ("import sys; sys.modules['ray'] = None; sys.argv = ['dqnx'] + sys.argv[1:]; "
               "from dqnx.cli import main; main()")
     result = subprocess.run([sys.executable, "-c", script, "sweep", "CartPole-v1", "--grid", "lr=1e-3,3e-3", "--ray",
-                             "--steps", "1000", "--out", str(tmp_path / "s"), "-q"], capture_output=True, text=True, timeout=120)
+                             "--steps", "1000", "--set", "learning_starts=200", "--out", str(tmp_path / "s"), "-q"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'dqnx[ray]'" in lines[0]

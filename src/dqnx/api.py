@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ import jax  # noqa: E402
 
 from dqnx.agents import agent_kind, make_learner  # noqa: E402
 from dqnx.config import RunConfig, build_config, config_class  # noqa: E402
-from dqnx.drivers.trainer import Reporter, train_run  # noqa: E402
+from dqnx.drivers import preflight  # noqa: E402
+from dqnx.drivers.trainer import Reporter, divergence_message, train_run  # noqa: E402
 from dqnx.envs import BACKENDS, Env, backend_of, make_env, resolve_backend  # noqa: E402
 from dqnx.envs.source import check_params, describe_spaces, parse_wrapper, wrappers_from_data  # noqa: E402
-from dqnx.errors import UsageError  # noqa: E402
+from dqnx.errors import Diverged, SettingsWarning, UsageError  # noqa: E402
 from dqnx.runs.run_dir import RunDir, RunSpec, default_run_dir  # noqa: E402
 from dqnx.runs.trust import require_trust  # noqa: E402
 from dqnx.trained import Agent, evaluate, load, load_weights  # noqa: E402,F401  (dqnx's public names)
@@ -91,13 +93,17 @@ def train(
     seeds > 1 trains seeds seed, seed+1, ... side by side in one compiled program.
     tensorboard: also write TensorBoard event files under RUN_DIR/tensorboard/seed_<S>/.
     """
+    changes: dict[str, Any] = {}
     if resume is not None:
-        given = {"agent": agent != "dqn", "backend": backend is not None, "seed": seed != 0, "seeds": seeds != 1, "config": config is not None,
+        given = {"agent": agent != "dqn", "backend": backend is not None, "seed": seed != 0, "seeds": seeds != 1,
+                 "config (other than a dict of changed hyperparameters)": config is not None and not isinstance(config, dict),
                  "config_file": config_file is not None, "env_params": env_params is not None, "wrappers": bool(wrappers),
                  "out": out is not None}
         if any(given.values()):
             names = ", ".join(name for name, set_ in given.items() if set_)
-            raise UsageError(f"resume continues a run with its saved settings; drop {names} (only steps may extend it)")
+            raise UsageError(f"resume continues a run with its saved settings; drop {names} (only steps may extend it, "
+                             "and changed hyperparameters, e.g. a lower learning_rate after a divergence)")
+        changes = dict(config or {})
         run = RunDir.open(resume)
         if (run.path / "members.json").is_file():
             raise UsageError(f"{resume} is a group of a sweep or tune study (several configurations in one program) and "
@@ -119,6 +125,8 @@ def train(
         else:
             require_trust(spec.source, str(run.path), trust_env_code, how="dqnx.train(env, resume=path)")
             env = make_env(spec.env_id, spec.env_params, spec.backend, spec.wrappers)
+        if changes:
+            cfg = _resume_changes(run, spec, cfg, env, changes)
     else:
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
@@ -137,16 +145,24 @@ def train(
         jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and on networks that cannot take the observations
         if stop_when_solved and env.solve_threshold is None:
             raise UsageError(f"{env_id} has no solve threshold, so --until-solved would never stop; drop it")
-        run = RunDir.create(out if out is not None else default_run_dir(env.env_id), spec)
+        notes = preflight.check_settings(cfg)  # settings that can never learn are refused here
+        budget = _checked_budget(cfg, env, agent, len(spec.seeds))  # and runs that cannot fit in memory
+        _warn(notes)
+        run = RunDir.create(out if out is not None else default_run_dir(env.env_id), spec,
+                            extra={"memory": budget.to_dict(), "warnings": notes})
+    if resume is not None:
+        budget = _checked_budget(cfg, env, spec.agent, len(spec.seeds))  # another machine may hold less
     if progress and getattr(env, "origin", None):
         import sys
 
         print(f"dqnx: {env.origin}", file=sys.stderr)  # which of module:Class and package:EnvId was read
     reporter = progress if isinstance(progress, Reporter) else (
-        _rich_reporter(spec, run.path, resumed=resume is not None) if progress else None
+        _rich_reporter(spec, run.path, resumed=resume is not None, budget=budget) if progress else None
     )
     summary = train_run(run, env, cfg, spec.seeds, agent=spec.agent, learner=learner, resume=resume is not None,
                         reporter=reporter, stop_when_solved=stop_when_solved, tensorboard=tensorboard)
+    if summary["status"] != "finished":
+        raise Diverged(divergence_message(run.path, summary, cfg), str(run.path), summary)
     return Run(path=run.path, env_id=env.env_id, agent=spec.agent, seeds=spec.seeds, config=cfg, summary=summary)
 
 
@@ -184,7 +200,8 @@ def sweep(
     clash = set(parsed) & {sweeps.ALIASES.get(k, k) for k in config} if isinstance(config, dict) else set()
     if clash:
         raise UsageError(f"{', '.join(sorted(clash))} is both swept (--grid) and set (--set); drop one")
-    sweeps.check_grid(parsed, base, agent, env)  # every grid point, before anything is written
+    # Every grid point, before anything is written: values, settings that can never learn, memory.
+    _warn(sweeps.check_grid(parsed, base, agent, env, num_seeds=len(seed_list)))
     _connect_ray(ray)
     target = Path(out) if out is not None else default_run_dir(env.env_id, root="sweeps")
     reporter = None
@@ -253,7 +270,7 @@ def tune(
                                                  seed, seeds, wrappers)
     learner = make_learner(agent, base, env)  # settings the agent cannot use fail before anything is written
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))
-    tuning.check_space(space, base, agent, env)
+    _warn(tuning.check_space(space, base, agent, env, members=batch * len(seed_list)))
     _connect_ray(ray)
     target = Path(out) if out is not None else Path("tune") / env.env_id.replace("/", "-").replace(":", "-")
     reporter = None
@@ -338,11 +355,44 @@ def _resolve_config(env_id: str, agent: str, config: Any, config_file: Any, step
     return build_config(env_id, config_file=config_file, overrides=overrides, base=base, agent=agent)
 
 
-def _rich_reporter(spec: RunSpec, path: Path, resumed: bool) -> Reporter:
+def _resume_changes(run: RunDir, spec: RunSpec, cfg: RunConfig, env: Env, changes: dict[str, Any]) -> RunConfig:
+    """The run's config with hyperparameters changed on resume (recorded in config.json), or a
+    UsageError when a change cannot apply to the saved training state."""
+    if "total_steps" in changes:
+        raise UsageError("resume extends a run with --steps N, not --set total_steps")
+    changed = build_config(spec.env_id, overrides=changes, base=cfg, agent=spec.agent)
+    preflight.check_settings(changed)
+    before = preflight.state_shapes(cfg, env, spec.agent)
+    after = preflight.state_shapes(changed, env, spec.agent)
+    if jax.tree.structure(before) != jax.tree.structure(after) or jax.tree.leaves(before) != jax.tree.leaves(after):
+        raise UsageError(f"--set {', '.join(changes)} changes the layout of the saved training state (network, optimizer "
+                         "or replay), so it cannot change on resume; start a new run with it")
+    if not run.has_checkpoint():
+        raise UsageError(f"{run.path} has no checkpoint to resume from; it stopped before its first checkpoint")
+    values = {k: getattr(changed, k) for k in changes}
+    run.record_resume_changes({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
+                              {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in changes)})
+    return changed
+
+
+def _checked_budget(cfg: RunConfig, env: Env, agent: str, num_seeds: int) -> preflight.MemoryBudget:
+    budget = preflight.memory_budget([cfg], env, agent, members_per_config=num_seeds)
+    preflight.check_memory(budget, getattr(cfg, "buffer_size", None))
+    return budget
+
+
+def _warn(notes: list[str]) -> None:
+    for note in notes:
+        warnings.warn(note, SettingsWarning, stacklevel=3)
+
+
+def _rich_reporter(spec: RunSpec, path: Path, resumed: bool, budget: preflight.MemoryBudget | None = None) -> Reporter:
     from dqnx.ui import RichReporter
 
     seeds = spec.seeds
     label = f"{spec.env_id} seed {seeds[0]}" if len(seeds) == 1 else f"{spec.env_id} seeds {seeds[0]}-{seeds[-1]}"
     verb = "resuming" if resumed else "training"
     header = f"dqnx: {verb} {spec.agent} on {label} (backend: {BACKENDS[spec.backend].description}) -> {path}"
+    if budget is not None:
+        header += f"\n      {budget.describe()}"
     return RichReporter(label, header=header)

@@ -1,13 +1,14 @@
 """The `dqnx` command: train, sweep, tune, eval, show, plot, record, report, envs, dataset, imitate, export, serve.
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback),
-1 on a failure while running, 130 when interrupted (a checkpoint is saved first).
+1 on a failure while running, 3 when training diverged, 130 when interrupted (a checkpoint is saved first).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -61,16 +62,19 @@ def train(
     no_tensorboard: bool = typer.Option(False, "--no-tensorboard", help="Do not write TensorBoard event files (RUN_DIR/tensorboard/)."),
     trust_env_code: bool = typer.Option(False, "--trust-env-code", help=TRUST_HELP),
 ) -> None:
-    """Train an agent (DQN by default) and write a run directory (config, weights, metrics, summary)."""
+    """Train an agent (DQN by default) and write a run directory (config, weights, metrics, summary).
+
+    Exit status 3 when training diverged (non-finite loss, Q-values or weights): the run
+    directory keeps the last finite weights and checkpoint; the message says how to resume."""
     from dqnx.config import parse_set
     from dqnx.errors import UsageError
 
     _check_steps_and_seeds(steps, seeds)
     if seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed}")
-    if resume is not None and (set_ or config is not None or out is not None or seeds != 1 or seed != 0 or env_param
+    if resume is not None and (config is not None or out is not None or seeds != 1 or seed != 0 or env_param
                                or agent != "dqn" or backend is not None or num_envs is not None or wrapper):
-        raise UsageError("--resume continues a run with its saved settings; drop --agent, --backend, --num-envs, --set, --config, --env-param, --wrapper, --out, --seed and --seeds (only --steps may extend it)")
+        raise UsageError("--resume continues a run with its saved settings; drop --agent, --backend, --num-envs, --config, --env-param, --wrapper, --out, --seed and --seeds (only --steps may extend it, and --set may change a hyperparameter, e.g. a lower learning_rate after a divergence)")
     if num_envs is not None and num_envs <= 0:
         raise UsageError(f"--num-envs must be at least 1, got {num_envs}")
     overrides = parse_set(set_)
@@ -473,9 +477,39 @@ def _optional_ray_value(args: list[str]) -> list[str]:
     return out
 
 
-def main() -> None:
-    from dqnx.errors import EnvironmentFailure, Interrupted, UsageError
+def _user_traceback(error: BaseException) -> str:
+    """The traceback of `error` cut to the frames of the user's own code: not dqnx's, not an
+    installed package's, not the standard library's."""
+    import sysconfig
+    import traceback
 
+    import dqnx
+
+    ours = [str(Path(dqnx.__file__).parent)] + [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(f.filename.startswith(p) for p in ours)]
+    if not frames:
+        return ""
+    text = "".join(traceback.format_list(frames))
+    return "Traceback of your environment's code (most recent call last):\n" + text + \
+        "".join(traceback.format_exception_only(type(error), error))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from dqnx.errors import DqnxWarning
+
+    if issubclass(category, DqnxWarning):
+        _err(f"warning: {message}")  # the user's settings: one line, no source location
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
+def main() -> None:
+    from dqnx.errors import Diverged, EnvFailed, Interrupted, RunFailed, UsageError
+
+    warnings.showwarning = _show_warning
     try:
         app(args=_optional_ray_value(sys.argv[1:]), standalone_mode=False)
     except UsageError as e:
@@ -490,6 +524,14 @@ def main() -> None:
     except Interrupted as e:
         _err(str(e))
         sys.exit(130)
+    except Diverged as e:
+        _err(f"error: {e}")
+        sys.exit(3)
+    except RunFailed as e:
+        if e.__cause__ is not None and isinstance(e, EnvFailed):
+            sys.stderr.write(_user_traceback(e.__cause__))  # their environment's bug: their frames to read
+        _err(f"error: {e}")
+        sys.exit(1)
     except Exception as e:
         # Command-line usage errors (click's, vendored inside newer typer releases as a
         # private module, so matched by shape): exit code 2 and a formatted message.

@@ -47,13 +47,14 @@ from dqnx.agents import uses_masks
 from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.agents.pqn import PQNState, cut_rollout
 from dqnx.config import RunConfig
-from dqnx.drivers.jax_loop import ChunkOutput, all_legal, seed_key
-from dqnx.errors import EnvironmentFailure, UsageError
+from dqnx.drivers.jax_loop import ChunkOutput, all_legal, chunk_health, seed_key
+from dqnx.errors import EnvFailed, EnvironmentFailure, UsageError
 from dqnx.protocols import Batch, Learner
+from dqnx.errors import EnvFailed
 from dqnx.replay import frames as frame_replay
 
 # Per-iteration records of a training phase, in the order the learn call packs them.
-METRIC_NAMES = ("loss", "q_mean", "td_abs", "epsilon")
+METRIC_NAMES = ("loss", "q_mean", "td_abs", "epsilon", "trained")
 # Episodes of one evaluation run side by side, per seed, in one vector env.
 EVAL_PARALLEL = 10
 TRAIN_ENV_STREAM = 11
@@ -89,7 +90,7 @@ class HostDriver:
         self._vec = None
         self._obs: np.ndarray | None = None  # [seeds, n, *obs_shape], what the next actions are for
         self._eval_vecs: dict[int, Any] = {}
-        self._act = self._learn = self._q = None
+        self._act = self._learn = self._q = self._health = None
         self._episode_return = np.zeros((self.num_seeds, n), np.float64)
         self._pending = None  # actions already chosen for self._obs, if any
         self.masked = uses_masks(config, env)
@@ -115,17 +116,18 @@ class HostDriver:
                 def run(state):
                     key, learn_key = jax.random.split(state.key)
                     agent, metrics = learner.learn(state.agent, transitions, env_steps, learn_key)
-                    return state.replace(agent=agent, key=key, env_steps=state.env_steps + n), metrics
+                    trained = (agent.updates != state.agent.updates).astype(jnp.float32)
+                    return state.replace(agent=agent, key=key, env_steps=state.env_steps + n), {**metrics, "trained": trained}
 
                 def skip(state):
-                    return state, {"loss": nan, "q_mean": nan, "td_abs": nan}
+                    return state, {"loss": nan, "q_mean": nan, "td_abs": nan, "trained": jnp.zeros((), jnp.float32)}
 
                 state, metrics = jax.lax.cond(is_valid, run, skip, state)
                 return state, {**metrics, "epsilon": epsilon_at(config, env_steps)}
 
             steps = jnp.arange(valid.shape[0], dtype=jnp.int32)
             state, metrics = jax.lax.scan(one, state, (steps, staged, valid))
-            # One array [4, block] per call: fetching many small arrays from the device is what costs.
+            # One array [5, block] per call: fetching many small arrays from the device is what costs.
             packed = jnp.stack([metrics[name] for name in METRIC_NAMES])
             return state, packed, act(state.agent.params, state.act_key, next_obs, next_mask, env_steps)
 
@@ -163,7 +165,10 @@ class HostDriver:
         if self._vec is None:
             self._vec = self.env.make_vector(self.num_seeds * self.n, mode=self.config.vector_mode, train=True)
         seeds = [s for seed in self.seeds for s in env_seeds(seed, TRAIN_ENV_STREAM + start_step, self.n)]
-        obs, info = self._vec.reset(seed=seeds)
+        try:
+            obs, info = self._vec.reset(seed=seeds)
+        except Exception as e:  # the user's environment code: its traceback is theirs to read
+            raise EnvFailed(self.env.env_id, "reset", start_step, e) from e
         self._obs = self._shape(obs)
         self._mask = self._shape(self._info_masks(info, "at reset")) if self.masked else None
         self._pending = None
@@ -220,6 +225,7 @@ class HostDriver:
         st_obs, st_action, st_reward = staged["obs"], staged["action"], staged["reward"]
         st_next, st_terminated, st_end = staged["next_obs"], staged["terminated"], staged["episode_end"]
         finished = np.full((iterations, S, n), np.nan, np.float32)
+        reward_abs = np.zeros((iterations, S), np.float32)
         records = []
         filled, block_start = 0, start_step
         env_steps = start_step
@@ -232,7 +238,10 @@ class HostDriver:
                     self._act = self._compile(self._act_fn, *act_args)
                 actions = self._act(*act_args)
             actions = np.asarray(actions)
-            obs, reward, terminated, truncated, info = step(actions.reshape(S * n))
+            try:
+                obs, reward, terminated, truncated, info = step(actions.reshape(S * n))
+            except Exception as e:  # the user's environment code: its traceback is theirs to read
+                raise EnvFailed(self.env.env_id, "step", env_steps, e) from e
             end = terminated | truncated
             st_obs[filled] = self._obs
             st_action[filled] = actions.reshape(flat)
@@ -242,6 +251,7 @@ class HostDriver:
             next_obs = st_next[filled]
             next_obs[...] = obs.reshape(obs_shape)
             self._episode_return += st_reward[filled]
+            reward_abs[i] = np.abs(st_reward[filled]).max(axis=1)
             if self.masked:
                 mask = self._info_masks(info, f"at env step {env_steps + n}")
                 next_mask = mask.copy()
@@ -275,12 +285,18 @@ class HostDriver:
                 records.append((metrics, filled))
                 filled, block_start = 0, env_steps
         self._pending = actions  # the learn call also chose the actions for the next observations
-        # each record is [seeds, 4, block]: join the blocks
+        # each record is [seeds, 5, block]: join the blocks
         joined = np.concatenate([np.asarray(m)[..., :used] for m, used in records], axis=-1)
         stacked = {name: joined[:, k] for k, name in enumerate(METRIC_NAMES)}
+        trained = stacked["trained"] > 0
+        reward_abs = np.moveaxis(reward_abs, 0, 1)
+        if self._health is None:
+            self._health = jax.jit(jax.vmap(chunk_health))  # once per chunk: one reduction over the parameters
+        health = jax.device_get(self._health(trained, stacked["loss"], stacked["q_mean"], reward_abs, state.agent.params))
         output = ChunkOutput(
             finished_return=np.moveaxis(finished, 0, 1),
             loss=stacked["loss"], q_mean=stacked["q_mean"], td_abs=stacked["td_abs"], epsilon=stacked["epsilon"],
+            trained=trained, reward_abs=reward_abs, health=health,
         )
         return state, output
 
@@ -310,7 +326,10 @@ class HostDriver:
         vec = self._eval_vecs[parallel]
         stream_seeds = np.asarray(jax.device_get(jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys)))
         quota = np.array([episodes // parallel + (1 if j < episodes % parallel else 0) for j in range(parallel)])
-        obs, info = vec.reset(seed=[s for seed in stream_seeds for s in env_seeds(int(seed), 0, parallel)])
+        try:
+            obs, info = vec.reset(seed=[s for seed in stream_seeds for s in env_seeds(int(seed), 0, parallel)])
+        except Exception as e:
+            raise EnvFailed(self.env.env_id, "reset", None, e) from e
         returns: list[list[list[float]]] = [[[] for _ in range(parallel)] for _ in range(S)]
         running = np.zeros((S, parallel))
         # Each env plays a fixed quota of episodes, so short episodes are not over-counted.
@@ -320,7 +339,10 @@ class HostDriver:
             mask = self._info_masks(info, "in evaluation").reshape(S, parallel, -1) if self.masked else None
             actions = np.asarray(self._q(params, obs_s, mask, keys, np.int32(t))).reshape(S * parallel)
             t += 1
-            obs, reward, terminated, truncated, info = vec.step(actions)
+            try:
+                obs, reward, terminated, truncated, info = vec.step(actions)
+            except Exception as e:
+                raise EnvFailed(self.env.env_id, "step", None, e) from e
             running += reward.reshape(S, parallel)
             done = (terminated | truncated).reshape(S, parallel)
             for s, j in zip(*np.nonzero(done)):

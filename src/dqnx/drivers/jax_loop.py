@@ -49,16 +49,49 @@ class TrainState:
     act_state: Any = ()  # the policy's state between steps (Learner.init_act_state): () for feed-forward agents
 
 
+class ChunkHealth(NamedTuple):
+    """Whether a chunk stayed finite, from values the loop has anyway (one per chunk and seed).
+
+    Explicit flags, because a nan loss alone also means "no training phase ran here".
+    """
+
+    nonfinite_loss_at: jax.Array  # iteration of the chunk's first training phase with a non-finite loss, -1: none
+    nonfinite_q_at: jax.Array  # the same for the mean Q-value of the sampled batch
+    params_finite: jax.Array  # every online parameter finite at the chunk's end (one reduction per chunk)
+    q_abs_max: jax.Array  # largest |mean Q| of the chunk's finite training phases (0: none)
+    reward_abs_max: jax.Array  # largest |reward| the chunk's env steps gave
+
+
 class ChunkOutput(NamedTuple):
-    """Per-iteration records of a chunk (leading axis: iteration)."""
+    """Per-iteration records of a chunk (leading axis: iteration), and its health (per chunk)."""
 
     finished_return: jax.Array  # [num_envs], return of episodes that ended here, else nan
     loss: jax.Array  # nan when no training phase ran
     q_mean: jax.Array
     td_abs: jax.Array
     epsilon: jax.Array
+    trained: jax.Array  # a training phase ran (the update counter moved)
+    reward_abs: jax.Array  # max |reward| over the iteration's envs
     # [num_envs]: a step ended in a non-terminal state with no legal action (masked envs; else None)
     no_legal_action: jax.Array | None = None
+    health: ChunkHealth | None = None  # set once per chunk, after the scan
+
+
+def chunk_health(trained: jax.Array, loss: jax.Array, q_mean: jax.Array, reward_abs: jax.Array, params: Any) -> ChunkHealth:
+    """The chunk's ChunkHealth from its per-iteration records (leading axis: iteration) and the
+    parameters at its end. Runs inside the compiled chunk (and once per chunk in the host loop)."""
+    def first(bad: jax.Array) -> jax.Array:
+        return jnp.where(bad.any(), jnp.argmax(bad), -1).astype(jnp.int32)
+
+    finite_q = trained & jnp.isfinite(q_mean)
+    params_finite = jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(params)]).all()
+    return ChunkHealth(
+        nonfinite_loss_at=first(trained & ~jnp.isfinite(loss)),
+        nonfinite_q_at=first(trained & ~jnp.isfinite(q_mean)),
+        params_finite=params_finite,
+        q_abs_max=jnp.max(jnp.where(finite_q, jnp.abs(q_mean), 0.0)),
+        reward_abs_max=jnp.max(reward_abs),
+    )
 
 
 class Program(NamedTuple):
@@ -146,6 +179,8 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
             q_mean=metrics["q_mean"],
             td_abs=metrics["td_abs"],
             epsilon=epsilon,
+            trained=agent.updates != state.agent.updates,
+            reward_abs=jnp.abs(reward).max(),
             no_legal_action=~terminated & ~final_mask.any(axis=-1) if masked else None,
         )
         new_state = TrainState(
@@ -167,8 +202,10 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
         arrays, so one compiled chunk serves every value: vmapped, a sweep's configurations.
         """
         start = state.env_steps if start_step is None else start_step
-        return jax.lax.scan(functools.partial(iteration, hyper or None), state,
-                            start + n * jnp.arange(iterations, dtype=jnp.int32))
+        state, output = jax.lax.scan(functools.partial(iteration, hyper or None), state,
+                                     start + n * jnp.arange(iterations, dtype=jnp.int32))
+        health = chunk_health(output.trained, output.loss, output.q_mean, output.reward_abs, state.agent.params)
+        return state, output._replace(health=health)
 
     def evaluate(params: Any, key: jax.Array, episodes: int) -> jax.Array:
         """Returns of `episodes` episodes of the evaluation policy run side by side (the first

@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -24,9 +25,9 @@ from dqnx.agents import make_learner, uses_masks
 from dqnx.config import RunConfig
 from dqnx.drivers import jax_loop, make_driver
 from dqnx.envs import Env
-from dqnx.errors import Interrupted, UsageError
+from dqnx.errors import EnvFailed, Interrupted, QValueWarning, RunFailed, UsageError
 from dqnx.protocols import Learner
-from dqnx.runs.run_dir import RunDir
+from dqnx.runs.run_dir import BEST, RunDir
 from dqnx.runs.tensorboard import TensorBoardLog
 
 
@@ -45,11 +46,24 @@ class Progress:
     # Per seed, the returns of its last RECENT_EPISODES finished training episodes, oldest
     # first: metrics.csv's train_return_100 is their mean (the MinAtar paper's measure).
     recent_returns: list[list[float]] = field(default_factory=list)
+    # Per seed: None, or where it diverged ({"env_step", "quantity", "checkpoint_step"}); a
+    # diverged seed is frozen: its files keep its last finite weights and checkpoint.
+    diverged: list[dict[str, Any] | None] = field(default_factory=list)
+    reward_abs_max: list[float] = field(default_factory=list)  # per seed, the largest |reward| seen
+    warnings: list[str] = field(default_factory=list)  # said once each (the |Q| warning), kept for summary.json
 
     @classmethod
     def fresh(cls, num_seeds: int) -> "Progress":
         none = [None] * num_seeds
-        return cls(0, 0.0, 0.0, list(none), list(none), list(none), list(none))
+        return cls(0, 0.0, 0.0, list(none), list(none), list(none), list(none)).sized(num_seeds)
+
+    def sized(self, num_seeds: int) -> "Progress":
+        """Fill the per-seed lists a checkpoint of an older dqnx did not have."""
+        if len(self.diverged) != num_seeds:
+            self.diverged = [None] * num_seeds
+        if len(self.reward_abs_max) != num_seeds:
+            self.reward_abs_max = [0.0] * num_seeds
+        return self
 
 
 class Reporter:
@@ -165,16 +179,21 @@ def _train(run, env, config, seeds, driver, agent, resume, reporter, stop_when_s
                 reporter.update(progress)
                 solved_all = env.solve_threshold is not None and all(s is not None for s in progress.steps_to_solve)
                 stop_requested = on_eval is not None and bool(on_eval(progress.env_steps, eval_mean))
-                finished = progress.env_steps >= config.total_steps or (stop_when_solved and solved_all) or stop_requested
-                if signals.raised is not None or finished or progress.env_steps - loop.last_checkpoint >= config.checkpoint_every:
+                all_diverged = not loop.live.any()
+                finished = (progress.env_steps >= config.total_steps or (stop_when_solved and solved_all) or stop_requested
+                            or all_diverged)
+                due = signals.raised is not None or finished or progress.env_steps - loop.last_checkpoint >= config.checkpoint_every
+                if due and not all_diverged:  # no seed left to save: the last finite checkpoint stays
                     loop.checkpoint()
-                if signals.raised is not None:
+                if signals.raised is not None and not all_diverged:
                     raise Interrupted(str(run.path), progress.env_steps)
                 if finished:
                     break
-    except BaseException:
+    except BaseException as e:
         if board is not None:
             board.close()  # an interrupted run keeps the events written so far
+        if isinstance(e, EnvFailed) and e.run_dir is None:  # say where the run stands; the cause keeps the env's traceback
+            raise EnvFailed(e.env_id, e.call, e.env_steps, e.error, str(run.path), loop.last_checkpoint) from e.error
         raise
     finally:
         reporter.stop()
@@ -199,9 +218,13 @@ def _start(run: RunDir, driver: Any, config: RunConfig, seeds: list[int], resume
     if resume:
         (state, best_params), meta = run.load_checkpoint((state, best_params))
         try:
-            progress = Progress(**meta["progress"])
+            progress = Progress(**meta["progress"]).sized(len(seeds))
         except (KeyError, TypeError):
             raise UsageError(f"{run.path} has a checkpoint without dqnx progress metadata; it is corrupted") from None
+        if all(d is not None for d in progress.diverged):
+            # The run stopped on divergence: every seed continues from its last finite checkpoint
+            # (a member frozen while others went on stays frozen).
+            progress.diverged = [None] * len(seeds)
         run.truncate_metrics(progress.env_steps)
         run.set_total_steps(config.total_steps)  # resume may extend a run; only after its checkpoint loaded
         run.remove_summary()  # a new one is written at the end; a stale one must not outlive the resume
@@ -219,21 +242,43 @@ class _Loop:
         self.last_checkpoint = progress.env_steps
         self.started = time.perf_counter() - progress.wall_seconds
         self.compile_before = driver.compile_seconds
+        # Diverged seeds' last finite training states (host copies, read from the checkpoint they
+        # last wrote): a frozen seed's files never change again while the others go on.
+        self.frozen: dict[int, Any] = {}
+        if any(d is not None for d in progress.diverged):
+            self.frozen.update(_frozen_states(driver.real(state), progress.diverged))
+        self.live = np.array([d is None for d in progress.diverged])
 
     def checkpoint(self) -> None:
         real_state, real_best = self.driver.real((self.state, self.best_params))
-        self.run.save_checkpoint((real_state, real_best), {"progress": asdict(self.progress)})
-        self.run.save_weights("last", real_state.agent.params, {"env_steps": self.progress.env_steps})
+        if self.frozen:
+            real_state = _substitute(real_state, self.frozen)
+        try:
+            self.run.save_checkpoint((real_state, real_best), {"progress": asdict(self.progress)})
+            self.run.save_weights("last", real_state.agent.params, {"env_steps": self.progress.env_steps})
+        except OSError as e:  # a full disk, a lost mount: the previous files stay whole (runs/files.py)
+            raise RunFailed(f"writing the checkpoint of {self.run.path} at env step {self.progress.env_steps} failed "
+                            f"({e.strerror or e}); the previous checkpoint (env step {self.last_checkpoint}) is intact: "
+                            f"free space, then continue with dqnx train --resume {self.run.path}") from e
         self.last_checkpoint = self.progress.env_steps
 
     def run_chunk(self, iterations: int) -> dict[str, np.ndarray]:
         """`iterations` iterations of every seed; the chunk's per-seed statistics."""
-        self.state, output = self.driver.chunk(self.state, iterations, self.progress.env_steps)
-        jax_loop.check_legal_actions(self.env.env_id, output.no_legal_action, self.progress.env_steps,
+        first_step, progress = self.progress.env_steps, self.progress
+        self.was_live = np.array([d is None for d in progress.diverged])
+        self.state, output = self.driver.chunk(self.state, iterations, first_step)
+        jax_loop.check_legal_actions(self.env.env_id, output.no_legal_action, first_step,
                                      self.config.num_envs, self.seeds)
         chunk_stats = jax_loop.summarize_chunk(output)
-        self.progress.recent_returns = _remember_returns(self.progress.recent_returns, jax.device_get(output.finished_return))
-        self.progress.env_steps = int(jax.device_get(self.state.env_steps[0]))
+        progress.recent_returns = _remember_returns(progress.recent_returns, jax.device_get(output.finished_return))
+        # max: a frozen seed's state may carry an older counter; seeds move in lockstep
+        progress.env_steps = int(np.max(jax.device_get(self.state.env_steps)))
+        newly = _check_health(jax.device_get(output.health), progress, first_step, self.config.num_envs,
+                              self.last_checkpoint, _gammas(self.driver, self.config))
+        if newly:
+            on_disk = self.run.load_checkpoint(self.driver.real((self.state, self.best_params)))[0][0]
+            self.frozen.update(_frozen_states(on_disk, {i: progress.diverged[i] for i in newly}))
+        self.live = np.array([d is None for d in progress.diverged])
         return chunk_stats
 
     def evaluate_and_keep_best(self) -> tuple[np.ndarray, np.ndarray]:
@@ -244,16 +289,19 @@ class _Loop:
             jax_loop.eval_keys(self.seeds, jax_loop.PERIODIC_EVAL_STREAM, progress.env_steps),
             self.config.eval_episodes,
         )
-        eval_mean, eval_std = returns.mean(axis=1), returns.std(axis=1)
+        live = self.live
+        # A diverged seed's evaluation means nothing: nan, never its best, never solved.
+        eval_mean = np.where(live, returns.mean(axis=1), np.nan)
+        eval_std = np.where(live, returns.std(axis=1), np.nan)
         self.wall = time.perf_counter() - self.started
-        improved = np.array([b is None or m > b for m, b in zip(eval_mean, progress.best_return)])
+        improved = np.array([bool(ok) and (b is None or m > b) for ok, m, b in zip(live, eval_mean, progress.best_return)])
         if improved.any():
             mask = np.pad(improved, (0, self.driver.padding))  # a pad seed's best_params never reach a file
             self.best_params = jax_loop.select_where(mask, self.state.agent.params, self.best_params)
         for i, mean in enumerate(eval_mean):
             if improved[i]:
                 progress.best_return[i], progress.best_step[i] = float(mean), progress.env_steps
-            if threshold is not None and progress.steps_to_solve[i] is None and mean >= threshold:
+            if threshold is not None and live[i] and progress.steps_to_solve[i] is None and mean >= threshold:
                 progress.steps_to_solve[i] = progress.env_steps
                 progress.seconds_to_solve[i] = round(self.wall, 3)
         if improved.any():
@@ -273,6 +321,8 @@ class _Loop:
         updates = np.asarray(jax.device_get(self.state.agent.updates))
         rows = []
         for i, seed in enumerate(self.seeds):
+            if not self.was_live[i]:
+                continue  # frozen: nothing new to record
             rows.append({
                 "env_steps": progress.env_steps,
                 "seed": seed,
@@ -286,10 +336,10 @@ class _Loop:
                 "wall_seconds": round(self.wall, 3),
             })
         self.run.append_metrics(rows)
-        recent = chunk_stats["train_return"][np.isfinite(chunk_stats["train_return"])]
+        recent = chunk_stats["train_return"][np.isfinite(chunk_stats["train_return"]) & self.live]
         progress.last_chunk = {
             "train_return": float(recent.mean()) if recent.size else None,
-            "eval_mean_return": float(eval_mean.mean()),
+            "eval_mean_return": float(eval_mean[self.live].mean()) if self.live.any() else None,
             "epsilon": float(chunk_stats["epsilon"].mean()),
             "steps_per_second": steps_per_second,
         }
@@ -297,6 +347,10 @@ class _Loop:
 
     def final_summary(self) -> dict[str, Any]:
         """The best weights evaluated on fresh episodes, summarized."""
+        if not self.live.any() and not (self.run.path / BEST).is_file():
+            # Diverged before its first evaluation: the initial weights are its last finite ones.
+            self.run.save_weights("best", self.driver.real(self.best_params),
+                                  {"env_steps": self.progress.best_step, "eval_mean_return": self.progress.best_return})
         final = self.driver.evaluate(
             self.best_params,
             jax_loop.eval_keys(self.seeds, jax_loop.FINAL_EVAL_STREAM, 0),
@@ -319,7 +373,10 @@ def make_summary(env: Env, config: RunConfig, seeds: list[int], progress: Progre
             "eval_mean_return": mean,
             "eval_std_return": float(final[i].std()),
             "solved": None if threshold is None else bool(mean >= threshold),
+            "diverged": progress.diverged[i],  # None, or {"env_step", "quantity", "checkpoint_step"}
         })
+    diverged = sum(d is not None for d in progress.diverged)
+    status = "finished" if not diverged else "diverged" if diverged == len(seeds) else "some seeds diverged"
     solve_steps = [s["steps_to_solve"] for s in per_seed]
     all_solved = all(s is not None for s in solve_steps)
     return {
@@ -338,5 +395,109 @@ def make_summary(env: Env, config: RunConfig, seeds: list[int], progress: Progre
         "seeds_solved": sum(bool(s["solved"]) for s in per_seed) if threshold is not None else None,
         "num_seeds": len(seeds),
         "action_masks": uses_masks(config, env),  # acted and learned with the env's legal-action masks
+        "status": status,
+        "diverged_seeds": [seed for seed, d in zip(seeds, progress.diverged) if d is not None],
+        "warnings": list(progress.warnings),
         "per_seed": per_seed,
     }
+
+
+# What each non-finite quantity is called in messages and summary.json.
+LOSS, Q_VALUES, PARAMETERS = "loss", "Q-values", "parameters"
+
+
+def _check_health(health: Any, progress: Progress, first_step: int, num_envs: int, checkpoint_step: int,
+                  gammas: np.ndarray) -> list[int]:
+    """Mark seeds whose chunk went non-finite (the first quantity to do so, and its env step);
+    raise the |Q| warning once. Returns the seeds newly diverged."""
+    newly = []
+    for i in range(len(progress.diverged)):
+        if progress.diverged[i] is not None:
+            continue
+        progress.reward_abs_max[i] = max(progress.reward_abs_max[i], float(health.reward_abs_max[i]))
+        found = [(int(at), name) for at, name in ((health.nonfinite_loss_at[i], LOSS), (health.nonfinite_q_at[i], Q_VALUES))
+                 if at >= 0]
+        if found:
+            at, quantity = min(found)
+            step = first_step + (at + 1) * num_envs
+        elif not health.params_finite[i]:
+            quantity, step = PARAMETERS, progress.env_steps  # found at the chunk's end
+        else:
+            _check_q_scale(progress, i, float(health.q_abs_max[i]), float(gammas[i]))
+            continue
+        progress.diverged[i] = {"env_step": int(step), "quantity": quantity, "checkpoint_step": int(checkpoint_step)}
+        newly.append(i)
+    return newly
+
+
+Q_MARGIN = 10.0  # |Q| this many times what the rewards allow is called out
+
+
+def _check_q_scale(progress: Progress, seed_index: int, q_abs: float, gamma: float) -> None:
+    """Warn once per run when |Q| exceeds Q_MARGIN x max|r| / (1 - gamma), the largest discounted
+    return the rewards seen so far allow."""
+    reward = progress.reward_abs_max[seed_index]
+    if progress.warnings or gamma >= 1.0 or reward <= 0.0:
+        return
+    bound = reward / (1.0 - gamma)
+    if q_abs > Q_MARGIN * bound:
+        message = (f"|Q| reached {q_abs:.3g} by env step {progress.env_steps} (seed index {seed_index}), over "
+                   f"{Q_MARGIN:g}x the {bound:.3g} that the rewards seen so far allow (max |r| {reward:g} / (1 - gamma "
+                   f"{gamma:g})): the values are diverging; lower learning_rate or turn on max_grad_norm")
+        progress.warnings.append(message)
+        warnings.warn(message, QValueWarning, stacklevel=2)
+
+
+def _gammas(driver: Any, config: RunConfig) -> np.ndarray:
+    """Each seed's discount (a sweep's members may differ)."""
+    hypers = getattr(driver, "hypers", None)
+    if hypers and "gamma" in hypers:
+        return np.asarray(driver.real(hypers["gamma"]), np.float64)
+    return np.full(driver.num_seeds, config.gamma, np.float64)
+
+
+def _frozen_states(real_state: Any, diverged: Any) -> dict[int, Any]:
+    """Seed index -> that seed's slice of a host training state (numpy copies)."""
+    indices = diverged.keys() if isinstance(diverged, dict) else [i for i, d in enumerate(diverged) if d is not None]
+    return {i: jax.tree.map(lambda x: np.array(x[i]), real_state) for i in indices}
+
+
+def _substitute(real_state: Any, frozen: dict[int, Any]) -> Any:
+    """A copy of a host training state with the frozen seeds' slices put back."""
+    def put(x, *slices):
+        out = np.array(x)
+        for i, value in zip(frozen, slices):
+            out[i] = value
+        return out
+
+    return jax.tree.map(put, real_state, *frozen.values())
+
+
+def divergence_message(run_path: Any, summary: dict[str, Any], config: RunConfig) -> str:
+    """One line: which seed diverged in what and where, the likely cause and a fix that works."""
+    per_seed = [s for s in summary["per_seed"] if s["diverged"] is not None]
+    first = min(per_seed, key=lambda s: s["diverged"]["env_step"])
+    where = first["diverged"]
+    who = f"seed {first['seed']}" if summary["num_seeds"] == 1 else f"{len(per_seed)} of {summary['num_seeds']} seeds (first seed {first['seed']})"
+    clipping = getattr(config, "max_grad_norm", None)
+    rate = getattr(config, "learning_rate", None)
+    cause = "updates too large"
+    if rate is not None:
+        cause += f" for learning_rate {rate:g}" + (f" with {config.optimizer}" if hasattr(config, "optimizer") else "")
+        cause += " and no gradient clipping" if clipping == 0 else ""
+    if rate is not None:
+        # A tenth of the rate, and no more than the DQN default: a step that diverged by a factor
+        # of a thousand would diverge again at a tenth of it.
+        rate = min(rate / 10, 1e-3)
+    if summary["status"] == "diverged":
+        kept = (f"the run stopped; best, last and checkpoint keep the last finite weights (checkpoint at env step "
+                f"{where['checkpoint_step']})")
+        fix = f"dqnx train --resume {run_path} --set learning_rate={rate:g}" if rate is not None else "start a new run"
+        if clipping == 0:
+            fix += " (or a new run with --set max_grad_norm=10)"
+    else:
+        kept = "they were frozen at their last finite weights and the others finished"
+        fix = (f"train again with --set learning_rate={rate:g}" if rate is not None else "train again") + (
+            " --set max_grad_norm=10" if clipping == 0 else "")
+    return (f"diverged: the {where['quantity']} of {who} became non-finite by env step {where['env_step']} "
+            f"(likely {cause}); {kept}; fix: {fix}")

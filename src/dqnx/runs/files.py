@@ -141,6 +141,15 @@ def save_tree(path: Path, tree: Any, metadata: dict[str, Any] | None = None) -> 
         save_file({k: np.ascontiguousarray(v) for k, v in flatten(tree).items()}, tmp, metadata=meta)
 
 
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The JSON metadata `save_tree` stored with a file (its header only; no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return json.loads((f.metadata() or {}).get("dqnx", "{}"))
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path} is not a readable safetensors file ({e}); it is corrupted") from None
+
+
 def load_tree(path: Path, template: Any) -> tuple[Any, dict[str, Any]]:
     """Load a pytree saved by `save_tree` into `template`'s structure, with its metadata."""
     path = Path(path)

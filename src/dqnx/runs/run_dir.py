@@ -28,7 +28,7 @@ from dqnx.config import RunConfig, config_class, from_dict
 from dqnx.envs.source import EnvSource, SpacesEnv, Wrapper, env_source
 from dqnx.errors import UsageError
 from dqnx.runs import trust
-from dqnx.runs.files import atomic_write_bytes, atomic_write_json, load_tree, read_json, save_tree
+from dqnx.runs.files import atomic_write_bytes, atomic_write_json, load_tree, read_json, read_metadata, save_tree
 
 # The run directory's format, recorded in config.json. Bump FORMAT_VERSION when the tensor
 # names of the weights or checkpoint (they follow the state pytree) or config.json's layout
@@ -108,7 +108,9 @@ class RunDir:
 
     # --- creation ---------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, spec: "RunSpec") -> "RunDir":
+    def create(cls, path: str | Path, spec: "RunSpec", extra: dict[str, Any] | None = None) -> "RunDir":
+        """A new run directory with its config.json; `extra` adds entries to config.json
+        (the memory budget and the settings warnings of dqnx.drivers.preflight)."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UsageError(f"{path} already exists and is not empty; pick another --out or continue it with --resume {path}")
@@ -132,6 +134,7 @@ class RunDir:
                 "config": spec.config.to_dict(),
                 "versions": package_versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **(extra or {}),
             },
         )
         atomic_write_bytes(path / METRICS, (",".join(METRIC_COLUMNS) + "\n").encode())
@@ -191,6 +194,17 @@ class RunDir:
         if data["config"].get("total_steps") != total_steps:
             data["config"]["total_steps"] = total_steps
             atomic_write_json(self.path / CONFIG, data)
+
+    def record_resume_changes(self, values: dict[str, Any], previous: dict[str, Any]) -> None:
+        """Hyperparameters changed on resume: config.json takes the new values and lists the change
+        (from which checkpoint, what the values were) under "resume_changes"."""
+        data = read_json(self.path / CONFIG, "run config")
+        meta = read_metadata(self.path / CHECKPOINT)
+        at = (meta.get("progress") or {}).get("env_steps")
+        data["config"].update(values)
+        data.setdefault("resume_changes", []).append({"from_env_step": at, "set": values, "previous": previous,
+                                                      "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        atomic_write_json(self.path / CONFIG, data)
 
     def remove_summary(self) -> None:
         (self.path / SUMMARY).unlink(missing_ok=True)

@@ -172,6 +172,8 @@ def train_group(env: Any, group: Group, group_index: int, out: Path, *, agent: s
     def record(env_steps: int, eval_means: np.ndarray) -> bool:
         live = {}
         for member in range(real):
+            if member not in stopped and not np.isfinite(eval_means[member]):
+                stopped.add(member)  # diverged: frozen by the trainer, pruned by a tuner
             if member not in stopped:
                 curves[member].append((env_steps, float(eval_means[member])))
                 live[member] = float(eval_means[member])
@@ -200,7 +202,7 @@ def train_group(env: Any, group: Group, group_index: int, out: Path, *, agent: s
 
 
 def _member_summary(per_seed: dict[str, Any]) -> dict[str, Any]:
-    keys = ("eval_mean_return", "eval_std_return", "best_periodic_eval_return", "best_step", "steps_to_solve")
+    keys = ("eval_mean_return", "eval_std_return", "best_periodic_eval_return", "best_step", "steps_to_solve", "diverged")
     return {k: per_seed[k] for k in keys}
 
 
@@ -259,7 +261,7 @@ def run_sweep(env: Any, grid: dict[str, list[Any]], *, seeds: list[int], agent: 
     rows, curve_rows = _result_rows(overrides, results, env.solve_threshold)
     keys = list(grid)
     _write_csv(out / "results.csv", ["config", *keys, "seed", "eval_mean_return", "eval_std_return",
-                                     "best_periodic_eval_return", "steps_to_solve", "solved", "group"], rows)
+                                     "best_periodic_eval_return", "steps_to_solve", "solved", "group", "diverged_at"], rows)
     _write_csv(out / "curves.csv", ["config", *keys, "seed", "env_steps", "eval_mean_return"], curve_rows)
     atomic_write_bytes(out / "curves.png", curves_png(grid, overrides, curve_rows, env.env_id, env.solve_threshold))
     meta.update(status="finished", wall_seconds=round(wall, 3),
@@ -269,8 +271,10 @@ def run_sweep(env: Any, grid: dict[str, list[Any]], *, seeds: list[int], agent: 
     return SweepResult(path=out, grid=grid, configs=overrides, rows=rows, wall_seconds=wall)
 
 
-def check_grid(grid: dict[str, list[Any]], base: RunConfig, agent: str, env: Any) -> None:
-    """Raise UsageError, naming the grid point, on the first configuration that cannot train.
+def check_grid(grid: dict[str, list[Any]], base: RunConfig, agent: str, env: Any, num_seeds: int = 1) -> list[str]:
+    """Raise UsageError, naming the grid point, on the first configuration that cannot train
+    (values, settings that can never learn, a group whose memory cannot fit); return the
+    settings warnings of the grid's points, each naming its point.
 
     Checking only the first point is not enough: a later group (another network width,
     another bins layout) would fail after the earlier groups had trained and written files.
@@ -280,24 +284,41 @@ def check_grid(grid: dict[str, list[Any]], base: RunConfig, agent: str, env: Any
     import jax
 
     from dqnx.agents import make_learner
+    from dqnx.drivers import preflight
 
-    seen = set()
-    for override in expand_grid(grid):
-        config = _checked(base.replace(**override), override)
-        static = _static_part(config)
-        if static in seen:
-            continue
-        seen.add(static)
+    notes = []
+    configs = []
+    for override in expand_grid(grid):  # values first: a bad value is named before a point that cannot learn
+        configs.append(_checked(base.replace(**override), override))
+    for config, override in zip(configs, expand_grid(grid)):
+        notes.extend(f"grid point {override}: {note}" for note in _learnable(config, override))
+    vmapped = getattr(env, "backend", "jax") == "jax"
+    overrides = expand_grid(grid)
+    for group in plan_groups(configs, [0] * num_seeds, vmapped):
+        override = overrides[group.config_indices[0]]
         try:
-            learner = make_learner(agent, config, env)
+            learner = make_learner(agent, group.config, env)
             jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and networks that cannot take the observations
+            # One group's members are one program: their memory adds up (groups run one after another).
+            budget = preflight.memory_budget([group.config], env, agent, members_per_config=len(group.members))
+            preflight.check_memory(budget, getattr(group.config, "buffer_size", None))
         except UsageError as e:
             raise UsageError(f"grid point {override}: {e}") from None
+    return notes
 
 
 def _checked(config: RunConfig, override: dict[str, Any]) -> RunConfig:
     try:
         return config.validate()
+    except UsageError as e:
+        raise UsageError(f"grid point {override}: {e}") from None
+
+
+def _learnable(config: RunConfig, override: dict[str, Any]) -> list[str]:
+    from dqnx.drivers import preflight
+
+    try:
+        return preflight.check_settings(config)
     except UsageError as e:
         raise UsageError(f"grid point {override}: {e}") from None
 
@@ -329,7 +350,9 @@ def _result_rows(overrides: list[dict[str, Any]], results: list[dict[str, Any]],
                      "eval_std_return": member["eval_std_return"],
                      "best_periodic_eval_return": member["best_periodic_eval_return"],
                      "steps_to_solve": member["steps_to_solve"],
-                     "solved": None if threshold is None else member["eval_mean_return"] >= threshold, "group": g})
+                     "solved": None if threshold is None else member["eval_mean_return"] >= threshold, "group": g,
+                     # the env step at which the member diverged (and was frozen), else empty
+                     "diverged_at": (member.get("diverged") or {}).get("env_step")})
         for step, value in member["curve"]:
             curve_rows.append({"config": config_index, **values, "seed": seed, "env_steps": step, "eval_mean_return": value})
     return rows, curve_rows

@@ -309,8 +309,10 @@ def _check_identity(study: Any, identity: dict[str, Any], name: str, storage: st
                          "resume it with the same command, or pick another --study-name")
 
 
-def check_space(space: list[Param], base: RunConfig, agent: str, env: Any) -> None:
-    """Raise UsageError on a range end or choice the agent refuses, before the study is written.
+def check_space(space: list[Param], base: RunConfig, agent: str, env: Any, members: int = 1) -> list[str]:
+    """Raise UsageError on a range end or choice the agent refuses, or that can never learn, or
+    whose batch of trials (`members` = trials x seeds in one program) cannot fit in memory,
+    before the study is written; return the settings warnings, each naming its value.
 
     Otherwise a space that is wholly (or at its static choices) unusable is found only while
     training: trials told failed in study.db, or a learner error with trials left running.
@@ -319,17 +321,30 @@ def check_space(space: list[Param], base: RunConfig, agent: str, env: Any) -> No
 
     from dqnx.agents import make_learner
     from dqnx.config import VMAPPABLE
+    from dqnx.drivers import preflight
 
+    base_notes = preflight.check_settings(base)
+    notes = list(base_notes)
     for param in space:
         for value in param.choices if param.choices is not None else (param.low, param.high):
             config = _trial_config(base, {param.name: list(value) if isinstance(value, tuple) else value})
             try:
                 if isinstance(config, UsageError):
                     raise config
+                notes.extend(f"--param {param.name}={value}: {note}" for note in preflight.check_settings(config)
+                             if note not in base_notes)
                 if param.name not in VMAPPABLE and param.name != DECAY_FRACTION:
                     jax.eval_shape(make_learner(agent, config, env).init, jax.random.PRNGKey(0))
+                    budget = preflight.memory_budget([config], env, agent, members_per_config=members)
+                    preflight.check_memory(budget, getattr(config, "buffer_size", None))
             except UsageError as e:
                 raise UsageError(f"--param {param.name}: the value {value} cannot train ({e}); narrow the range") from None
+    budget = preflight.memory_budget([base], env, agent, members_per_config=members)
+    try:
+        preflight.check_memory(budget, getattr(base, "buffer_size", None))
+    except UsageError as e:
+        raise UsageError(f"a batch of trials ({members} runs in one program): {e}; or lower --batch") from None
+    return notes
 
 
 def _resolved_params(params: dict[str, Any], base: RunConfig) -> dict[str, Any]:
@@ -341,8 +356,12 @@ def _resolved_params(params: dict[str, Any], base: RunConfig) -> dict[str, Any]:
 
 
 def _trial_config(base: RunConfig, params: dict[str, Any]) -> RunConfig | UsageError:
+    from dqnx.drivers import preflight
+
     try:
-        return base.replace(**_resolved_params(params, base)).validate()
+        config = base.replace(**_resolved_params(params, base)).validate()
+        preflight.check_settings(config)  # a trial that could never learn is failed, not trained
+        return config
     except UsageError as e:
         return e
 
