@@ -147,9 +147,9 @@ def train(
             raise UsageError(f"{env_id} has no solve threshold, so --until-solved would never stop; drop it")
         notes = preflight.check_settings(cfg)  # settings that can never learn are refused here
         budget = _checked_budget(cfg, env, agent, len(spec.seeds))  # and runs that cannot fit in memory
-        _warn(notes)
         run = RunDir.create(out if out is not None else default_run_dir(env.env_id), spec,
                             extra={"memory": budget.to_dict(), "warnings": notes})
+        _warn(notes)  # once the run exists: a refused one says only its error
     if resume is not None:
         budget = _checked_budget(cfg, env, spec.agent, len(spec.seeds))  # another machine may hold less
     if progress and getattr(env, "origin", None):
