@@ -126,8 +126,7 @@ def test_wasteful_settings_warn_and_are_recorded(tmp_path):
     assert stored["memory"]["replay_bytes_per_transition"] == round((400 * 41 + 8) / 400, 1)
     assert 0 < stored["memory"]["total_bytes"] < stored["memory"]["available_bytes"]
     # Exactly the updates the check counted (101) ran.
-    rows = (run.path / "metrics.csv").read_text().splitlines()
-    assert rows[-1].split(",")[2] == "101"
+    assert _metrics(run.path)[-1]["updates"] == "101"
 
 
 @pytest.mark.parametrize("num_envs,train_freq,starts,total", [(1, 1, 1000, 50_000), (4, 4, 100, 1000), (4, 10, 0, 1003),
@@ -209,6 +208,13 @@ def test_q_scale_warning_is_said_once():
     assert len(progress.warnings) == 1
 
 
+def _metrics(run: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _finite(path: Path) -> bool:
     return all(np.isfinite(a).all() for a in load_file(str(path)).values() if a.dtype.kind == "f")
 
@@ -247,8 +253,8 @@ def test_divergence_stops_with_status_3_and_keeps_the_last_finite_files(diverged
     with safe_open(str(run / "checkpoint.safetensors"), "numpy") as f:
         assert json.loads(f.metadata()["dqnx"])["progress"]["env_steps"] == 1000
     # The metrics show the chunk that diverged (loss or Q not finite), with no evaluation.
-    last = (run / "metrics.csv").read_text().splitlines()[-1].split(",")
-    assert last[0] == "1500" and last[9] == ""
+    last = _metrics(run)[-1]
+    assert last["env_steps"] == "1500" and last["eval_mean_return"] == ""
     # dqnx eval gives the last finite best weights.
     code, lines = run_cli(["eval", "run", "--episodes", "3", "--json"], root)
     assert code == 0, lines
@@ -257,7 +263,7 @@ def test_divergence_stops_with_status_3_and_keeps_the_last_finite_files(diverged
 def test_resume_after_divergence_continues_from_the_last_finite_checkpoint(diverged_run):
     root, code, _ = diverged_run
     assert code == 3
-    before = (root / "run" / "metrics.csv").read_text().splitlines()
+    before = _metrics(root / "run")
     code, lines = run_cli(["train", "--resume", "run", "--set", "learning_rate=1e-3", "-q", "--no-tensorboard"], root)
     assert code == 0, lines
     run = root / "run"
@@ -266,10 +272,10 @@ def test_resume_after_divergence_continues_from_the_last_finite_checkpoint(diver
     assert config["resume_changes"][0]["set"] == {"learning_rate": 1e-3}
     assert config["resume_changes"][0]["previous"] == {"learning_rate": 1e3}
     assert config["resume_changes"][0]["from_env_step"] == 1000
-    rows = (run / "metrics.csv").read_text().splitlines()
-    assert rows[:3] == before[:3]  # header, 500, 1000: kept; 1500 and 2000 trained again from the checkpoint
-    assert [r.split(",")[0] for r in rows[1:]] == ["500", "1000", "1500", "2000"]
-    assert all(r.split(",")[5] not in ("nan", "inf", "") for r in rows[3:])  # finite losses now
+    rows = _metrics(run)
+    assert rows[:2] == before[:2]  # 500, 1000: kept; 1500 and 2000 trained again from the checkpoint
+    assert [r["env_steps"] for r in rows] == ["500", "1000", "1500", "2000"]
+    assert all(math.isfinite(float(r["loss"])) for r in rows[2:])  # finite losses now
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["per_seed"][0]["diverged"] is None
     for name in ("best", "last", "checkpoint"):
