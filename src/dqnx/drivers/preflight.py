@@ -38,8 +38,9 @@ def check_settings(config: RunConfig) -> list[str]:
         raise UsageError(f"total_steps ({total}) is past 2^31 - 1, the range of the int32 env-step counter; "
                          "train in several runs or lower --steps")
     if config.eval_every > total:
-        raise UsageError(f"eval_every ({config.eval_every}) is above total_steps ({total}): the run would never be "
-                         f"evaluated, so no best weights are chosen; set --set eval_every={max(1, total // 10)} or train longer")
+        raise UsageError(f"eval_every ({config.eval_every}) is above total_steps ({total}): the run would be evaluated "
+                         "only at its end, so best weights are never chosen along the way; set "
+                         f"--set eval_every={max(1, total // 10)} or train longer")
     warnings: list[str] = []
     if getattr(config, "learning_starts", None) is not None:
         starts, freq = config.learning_starts, config.train_freq

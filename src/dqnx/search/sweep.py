@@ -290,20 +290,23 @@ def check_grid(grid: dict[str, list[Any]], base: RunConfig, agent: str, env: Any
     configs = []
     for override in expand_grid(grid):  # values first: a bad value is named before a point that cannot learn
         configs.append(_checked(base.replace(**override), override))
-    for config, override in zip(configs, expand_grid(grid)):
-        notes.extend(f"grid point {override}: {note}" for note in _learnable(config, override))
     vmapped = getattr(env, "backend", "jax") == "jax"
     overrides = expand_grid(grid)
-    for group in plan_groups(configs, [0] * num_seeds, vmapped):
-        override = overrides[group.config_indices[0]]
+    groups = plan_groups(configs, [0] * num_seeds, vmapped)
+    for group in groups:  # then what the learner accepts (a later group's refusal included)
         try:
             learner = make_learner(agent, group.config, env)
             jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and networks that cannot take the observations
-            # One group's members are one program: their memory adds up (groups run one after another).
+        except UsageError as e:
+            raise UsageError(f"grid point {overrides[group.config_indices[0]]}: {e}") from None
+    for config, override in zip(configs, overrides):  # then settings that could never learn
+        notes.extend(f"grid point {override}: {note}" for note in _learnable(config, override))
+    for group in groups:  # one group's members are one program: their memory adds up (groups run one after another)
+        try:
             budget = preflight.memory_budget([group.config], env, agent, members_per_config=len(group.members))
             preflight.check_memory(budget, getattr(group.config, "buffer_size", None))
         except UsageError as e:
-            raise UsageError(f"grid point {override}: {e}") from None
+            raise UsageError(f"grid point {overrides[group.config_indices[0]]}: {e}") from None
     return notes
 
 
