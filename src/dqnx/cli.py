@@ -507,7 +507,7 @@ _python_showwarning = warnings.showwarning
 
 
 def main() -> None:
-    from dqnx.errors import Diverged, EnvFailed, Interrupted, RunFailed, UsageError
+    from dqnx.errors import Diverged, EnvFailed, EnvironmentFailure, Interrupted, RunFailed, UsageError
 
     warnings.showwarning = _show_warning
     try:
