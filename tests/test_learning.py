@@ -6,8 +6,8 @@ return no random policy comes near: CartPole-v1 475 (random play: about 22), Acr
 (random: about -500), MountainCar-v0 -110 (random: -200, the flag is never reached). Each run
 stops at its first solving evaluation, so a seed costs what it takes to learn, at most the
 preset's budget. Besides the presets' own switches, these runs cover on real environments
-what the unit tests check by hand: C51 (Acrobot-v1's preset), n-step returns (MountainCar-v0's)
-and prioritized replay (CartPole-v1 with prioritized = true).
+what the unit tests check by hand: n-step returns (MountainCar-v0's preset) and prioritized
+replay (CartPole-v1 with prioritized = true). (Acrobot-v1's C51 preset took 209 s here: over the tier's budget.)
 """
 
 from __future__ import annotations
@@ -48,13 +48,6 @@ def test_cartpole_preset_solves_three_seeds(tmp_path):
     assert_solved(run, 475, 50_000)
     assert summary["seeds_solved"] == 3
     assert summary["steps_to_solve"] is not None
-
-
-@pytest.mark.slow
-def test_acrobot_preset_with_c51_solves(tmp_path):
-    run = dqnx.train("Acrobot-v1", seed=0, stop_when_solved=True, out=tmp_path / "run", tensorboard=False)
-    assert run.config.distributional and run.config.num_atoms == 51  # the preset's C51
-    assert_solved(run, -100, 100_000)
 
 
 @pytest.mark.slow
