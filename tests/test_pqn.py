@@ -80,6 +80,17 @@ def test_rollout_targets_bootstrap_from_the_final_observation_never_the_reset_on
     np.testing.assert_allclose(np.asarray(targets)[:, 0], [2 + 3, 2 + 3.5, 2 + 0.5, 2 + 1])
 
 
+def test_rollout_targets_bootstrap_over_legal_actions_and_stay_finite_at_a_dead_end():
+    """Q(s', .) = [9, 1]: with action 0 illegal the bootstrap is 1, not 9; a terminal step
+    with no legal action at all keeps a finite target (its bootstrap weight is 0)."""
+    next_obs = jnp.array([[9.0, 1.0], [9.0, 1.0]])[:, None, :]  # [T=2, 1 env, 2]
+    rollout = Batch(obs=jnp.zeros((2, 1, 2)), action=jnp.zeros((2, 1), jnp.int32), reward=jnp.ones((2, 1)),
+                    next_obs=next_obs, terminated=jnp.array([False, True])[:, None],
+                    episode_end=jnp.array([False, True])[:, None],
+                    next_mask=jnp.array([[False, True], [False, False]])[:, None, :])
+    targets = rollout_targets(lambda params, x: x, None, rollout, 0.5, 0.0)
+    np.testing.assert_allclose(np.asarray(targets)[:, 0], [1 + 0.5 * 1, 1])
+
 @pytest.mark.parametrize("samples, minibatches", [(2048, 16), (12, 3), (7, 1)])
 def test_minibatches_cover_every_sample_once_per_epoch(samples, minibatches):
     epochs = [np.asarray(minibatch_indices(jax.random.PRNGKey(k), samples, minibatches)) for k in range(3)]

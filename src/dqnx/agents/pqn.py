@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from dqnx.agents.dqn import elementwise_loss, q_lambda_returns
-from dqnx.agents.exploration import epsilon_greedy
+from dqnx.agents.exploration import epsilon_greedy, legal_max
 from dqnx.agents.networks import make_network
 from dqnx.config import PQNConfig, hyperparameters
 from dqnx.protocols import Batch, Learner
@@ -63,10 +63,10 @@ def rollout_targets(q_values: Any, params: Any, rollout: Batch, gamma: float | j
     T, n = rollout.reward.shape
     next_obs = rollout.next_obs.reshape(T * n, *rollout.next_obs.shape[2:])
     next_q = q_values(params, next_obs).reshape(T, n, -1)
-    if rollout.next_mask is not None:
-        next_q = jnp.where(rollout.next_mask, next_q, -jnp.inf)
-    return q_lambda_returns(reward_scale * rollout.reward, rollout.terminated, rollout.episode_end, next_q.max(-1),
-                            gamma, q_lambda)
+    # legal_max stays finite where no action is legal (a terminal state), so its zero-weighted
+    # bootstrap is 0, not -inf * 0 = NaN.
+    return q_lambda_returns(reward_scale * rollout.reward, rollout.terminated, rollout.episode_end,
+                            legal_max(next_q, rollout.next_mask), gamma, q_lambda)
 
 
 def store_row(rollout: Batch, fresh: Batch, row: jax.Array) -> Batch:
