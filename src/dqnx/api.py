@@ -201,8 +201,9 @@ def sweep(
     if clash:
         raise UsageError(f"{', '.join(sorted(clash))} is both swept (--grid) and set (--set); drop one")
     # Every grid point, before anything is written: values, settings that can never learn, memory.
-    _warn(sweeps.check_grid(parsed, base, agent, env, num_seeds=len(seed_list)))
+    notes = sweeps.check_grid(parsed, base, agent, env, num_seeds=len(seed_list))
     _connect_ray(ray)
+    _warn(notes)  # after every refusal: a refused sweep prints only its error
     target = Path(out) if out is not None else default_run_dir(env.env_id, root="sweeps")
     reporter = None
     if progress:
@@ -270,8 +271,9 @@ def tune(
                                                  seed, seeds, wrappers)
     learner = make_learner(agent, base, env)  # settings the agent cannot use fail before anything is written
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))
-    _warn(tuning.check_space(space, base, agent, env, members=batch * len(seed_list)))
+    notes = tuning.check_space(space, base, agent, env, members=batch * len(seed_list))
     _connect_ray(ray)
+    _warn(notes)  # after every refusal: a refused study prints only its error
     target = Path(out) if out is not None else Path("tune") / env.env_id.replace("/", "-").replace(":", "-")
     reporter = None
     if progress:
