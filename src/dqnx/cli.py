@@ -486,7 +486,15 @@ def _user_traceback(error: BaseException) -> str:
     import dqnx
 
     ours = [str(Path(dqnx.__file__).parent)] + [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(f.filename.startswith(p) for p in ours)]
+
+    def users(frame) -> bool:
+        # By module name as well as by path: a second copy of dqnx's modules (pytest's doctest
+        # collection imports src/dqnx beside the installed package) lies outside `ours`.
+        module = frame.f_globals.get("__name__") or ""
+        return "dqnx" not in module.split(".") and not any(frame.f_code.co_filename.startswith(p) for p in ours)
+
+    frames = traceback.StackSummary.extract(
+        (frame, line) for frame, line in traceback.walk_tb(error.__traceback__) if users(frame))
     if not frames:
         return ""
     text = "".join(traceback.format_list(frames))
