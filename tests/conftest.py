@@ -1,7 +1,9 @@
-"""Shared test setup: tiny configurations and the `slow` tier switch.
+"""Shared test setup: tiny configurations and the `slow` and `docs` tier switches.
 
 Tests marked `@pytest.mark.slow` are skipped unless the run selects them with
-`-m slow` (any marker expression that mentions slow) or DQNX_SLOW=1 is set.
+`-m slow` (any marker expression that mentions slow) or DQNX_SLOW=1 is set; tests marked
+`@pytest.mark.docs` (the documentation site's pages, tests/test_docs.py) likewise with
+`-m docs` or DQNX_DOCS=1.
 The JAX compilation cache keeps its default location (shared between runs).
 """
 
@@ -32,13 +34,21 @@ def _slow_enabled(config: pytest.Config) -> bool:
     return "slow" in (config.getoption("markexpr", "") or "") or os.environ.get("DQNX_SLOW") == "1"
 
 
+def _docs_enabled(config: pytest.Config) -> bool:
+    return "docs" in (config.getoption("markexpr", "") or "") or os.environ.get("DQNX_DOCS") == "1"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _slow_enabled(config):
-        return
-    skip = pytest.mark.skip(reason="slow tier: run with -m slow or DQNX_SLOW=1")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    # The docs tier (tests/test_docs.py) needs the docs extra (MkDocs) and is its own CI line.
+    tiers = [("slow", _slow_enabled(config), "slow tier: run with -m slow or DQNX_SLOW=1"),
+             ("docs", _docs_enabled(config), "docs tier: run with -m docs or DQNX_DOCS=1 (pip install '.[docs]')")]
+    for name, enabled, reason in tiers:
+        if enabled:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if name in item.keywords:
+                item.add_marker(skip)
 
 
 def tiny_config(**changes):

@@ -1,0 +1,241 @@
+"""The documentation site's tier (`python -m pytest -m docs`): the pages never rot.
+
+Every ```sh and ```python block on every page under docs/ runs here, in order, one
+temporary directory per page (so a later block reads the run directory an earlier one
+made, and nothing is written into the source tree). The HTML comment on the line before a
+block says how it runs in tests; the page itself shows the full budget:
+
+    <!-- test: as written -->                      run it unchanged
+    <!-- test: train += --steps 2000 -->           append to every `dqnx train` command of the block
+    <!-- test: "50_000" -> "2_000" -->             replace text (Python blocks' budgets)
+    <!-- test: bash -->                            run the block as one bash script (background jobs, curl)
+
+Operations are separated by " ; ". `dqnx ...` commands run in this process (dqnx.cli.main,
+which saves the seconds every new process pays to import JAX); any other command runs in
+bash, with a `dqnx` on PATH that runs `python -m dqnx.cli`. A block with no marker must be
+listed in CANNOT_RUN with the reason: a block that is neither fails the tier, and so does a
+CANNOT_RUN entry that matches no block, so nothing is skipped silently.
+
+The site's build (`mkdocs build --strict`) and its images in headless Chromium are tested here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.docs
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+# (page, the block's first line) -> why it does not run here. Every entry must match a block.
+CANNOT_RUN: dict[tuple[str, str], str] = {
+    ("index.md", "pip install . && dqnx train CartPole-v1"):
+        "installs dqnx; the tier runs the worktree's code (its `dqnx train CartPole-v1` runs below at a small budget)",
+}
+
+_FENCE = re.compile(r"^```(\w+)?\s*$")
+_MARKER = re.compile(r"^<!--\s*test:\s*(.*?)\s*-->\s*$")
+_RUNNABLE = {"sh", "bash", "python"}
+_SHELL_OPERATORS = {"&&", "||", "|", ";", "&", ">", ">>", "<"}
+
+
+@dataclass
+class Block:
+    page: str
+    line: int  # of the opening fence, 1-based
+    language: str
+    code: str
+    marker: str | None
+
+    @property
+    def first_line(self) -> str:
+        return self.code.strip().splitlines()[0]
+
+    @property
+    def name(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def pages() -> list[Path]:
+    return sorted(DOCS.rglob("*.md"))
+
+
+def blocks_of(page: Path) -> list[Block]:
+    """The runnable fenced blocks of a page with the test marker just above each (or None)."""
+    lines = page.read_text().splitlines()
+    found, index = [], 0
+    while index < len(lines):
+        fence = _FENCE.match(lines[index])
+        if not fence:
+            index += 1
+            continue
+        language = fence.group(1) or ""
+        end = next(i for i in range(index + 1, len(lines)) if lines[i].strip() == "```")
+        if language in _RUNNABLE:
+            before = lines[index - 1] if index > 0 else ""
+            marker = _MARKER.match(before)
+            found.append(Block(str(page.relative_to(DOCS)), index + 1, language,
+                               "\n".join(lines[index + 1:end]) + "\n", marker.group(1) if marker else None))
+        index = end + 1
+    return found
+
+
+def all_blocks() -> list[Block]:
+    return [block for page in pages() for block in blocks_of(page)]
+
+
+def runnable_pages() -> list[str]:
+    return sorted({block.page for block in all_blocks() if block.marker is not None})
+
+
+# --- markers -------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    appends: dict[str, list[str]]
+    replacements: list[tuple[str, str]]
+    bash: bool
+
+
+def parse_marker(marker: str, where: str) -> Plan:
+    plan = Plan({}, [], False)
+    for operation in (part.strip() for part in marker.split(" ; ")):
+        if operation == "as written":
+            continue
+        if operation == "bash":
+            plan.bash = True
+        elif "+=" in operation:
+            command, args = operation.split("+=", 1)
+            plan.appends.setdefault(command.strip(), []).extend(shlex.split(args))
+        elif (replace := re.fullmatch(r'"(.*)"\s*->\s*"(.*)"', operation)) is not None:
+            plan.replacements.append((replace.group(1), replace.group(2)))
+        else:
+            raise AssertionError(f"{where}: unknown test marker operation {operation!r}")
+    return plan
+
+
+def apply_plan(block: Block, plan: Plan) -> str:
+    code = block.code
+    for old, new in plan.replacements:
+        assert old in code, f"{block.name}: the marker replaces {old!r}, which the block does not contain"
+        code = code.replace(old, new)
+    if plan.appends:
+        commands = shell_commands(code)
+        for sub in plan.appends:
+            assert any(c[:2] == ["dqnx", sub] for c in commands), f"{block.name}: no `dqnx {sub}` command to append to"
+    return code
+
+
+def shell_commands(code: str) -> list[list[str]]:
+    """The block's commands: continuation lines joined, comments dropped, one command a line."""
+    joined = re.sub(r"\\\n\s*", " ", code)
+    return [words for line in joined.splitlines() if (words := shlex.split(line, comments=True))]
+
+
+# --- running -------------------------------------------------------------------------------------
+
+def _shim(bin_dir: Path) -> None:
+    script = bin_dir / "dqnx"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m dqnx.cli "$@"\n')
+    script.chmod(0o755)
+
+
+def _environment(bin_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def run_dqnx_in_process(args: list[str], capsys) -> tuple[int, str]:
+    from dqnx import cli
+
+    saved = sys.argv
+    sys.argv = ["dqnx", *args]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = saved
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def run_block(block: Block, cwd: Path, bin_dir: Path, capsys) -> None:
+    plan = parse_marker(block.marker, block.name)
+    code = apply_plan(block, plan)
+    env = _environment(bin_dir)
+    if block.language == "python":
+        # In this process, as a script (__main__): a new process would pay JAX's import again.
+        try:
+            exec(compile(code, block.name, "exec"), {"__name__": "__main__"})
+        except Exception as error:
+            out, err = capsys.readouterr()
+            raise AssertionError(f"{block.name} failed:\n{code}\n{out}\n{err}") from error
+        return
+    if plan.bash:
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=cwd, env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, f"{block.name} failed:\n{code}\n{result.stdout}\n{result.stderr}"
+        return
+    for words in shell_commands(code):
+        if words[0] == "dqnx" and not _SHELL_OPERATORS.intersection(words):
+            args = words[1:] + (plan.appends.get(words[1], []) if len(words) > 1 else [])
+            status, output = run_dqnx_in_process(args, capsys)
+            assert status == 0, f"{block.name}: `dqnx {shlex.join(args)}` exited {status}:\n{output}"
+        else:
+            line = shlex.join(words)
+            result = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=cwd, env=env, capture_output=True,
+                                    text=True, timeout=600)
+            assert result.returncode == 0, f"{block.name}: `{line}` exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+
+
+# --- the tests -----------------------------------------------------------------------------------
+
+def test_every_block_runs_or_says_why_not():
+    blocks = all_blocks()
+    assert blocks, "the pages' code blocks were not found"
+    unaccounted = [b.name + ": " + b.first_line for b in blocks if b.marker is None and (b.page, b.first_line) not in CANNOT_RUN]
+    assert unaccounted == [], "blocks with no `<!-- test: ... -->` marker and no CANNOT_RUN entry"
+    both = [b.name for b in blocks if b.marker is not None and (b.page, b.first_line) in CANNOT_RUN]
+    assert both == [], "blocks with a marker that CANNOT_RUN also lists"
+    keys = {(b.page, b.first_line) for b in blocks}
+    stale = [key for key in CANNOT_RUN if key not in keys]
+    assert stale == [], "CANNOT_RUN entries that match no block"
+    for block in blocks:
+        if block.marker is not None:
+            apply_plan(block, parse_marker(block.marker, block.name))
+
+
+@pytest.mark.parametrize("page", runnable_pages())
+def test_page_runs(page, tmp_path, capsys, monkeypatch):
+    """Every marked block of the page, in order, in one directory shared by the page's blocks."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _shim(bin_dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("NO_COLOR", "1")
+    for block in blocks_of(DOCS / page):
+        if block.marker is not None:
+            start = time.perf_counter()
+            run_block(block, work, bin_dir, capsys)
+            with capsys.disabled():
+                print(f"\n  {block.name}: {time.perf_counter() - start:.1f} s", end="")
