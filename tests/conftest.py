@@ -47,7 +47,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         skip = pytest.mark.skip(reason=reason)
         for item in items:
-            if name in item.keywords:
+            # The marker itself, not item.keywords: keywords hold the names of the parent nodes too,
+            # the session's being the checkout's folder name (a clone in a folder named docs).
+            if item.get_closest_marker(name) is not None:
                 item.add_marker(skip)
 
 
