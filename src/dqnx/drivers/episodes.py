@@ -9,8 +9,12 @@ run chose and the datasets it wrote stay the same) and in what they keep of each
 - `play_jax`: episodes of a JAX-native env side by side in one `lax.while_loop`, which
   stops as soon as every episode has ended (evaluating an early, short-lived agent is
   nearly free); optionally every step recorded.
-- `play_host`: episodes of a Gymnasium env one after another on the host, each reset
-  with its own seed; every step recorded, and a callback per step (frames for a recording).
+- `play_vector`: episodes of a Gymnasium vector env's copies side by side on the host,
+  each copy reset once with its own seed and then auto-reset (periodic and final evaluation
+  of the host loop); optionally every step recorded.
+- `play_host`: episodes of one Gymnasium env one after another, each reset with its own
+  seed, every step recorded, and a callback per step (frames for a recording): the same
+  loop, `play_vector`, on that env seen as a vector env of one copy.
 """
 
 from __future__ import annotations
@@ -85,44 +89,120 @@ def play_jax(env: Any, choose: Callable[..., tuple[jax.Array, Any]], reset_keys:
 class HostEpisode(NamedTuple):
     """One episode of `play_host`: observations o_0..o_T, and per step the action, reward and Q(o_t, .)."""
 
-    observations: list[Any]
+    observations: list[Any]  # these four lists: empty unless recorded
     actions: list[int]
     rewards: list[float]
-    q_values: list[Any]  # empty when the policy gives none
+    q_values: list[Any]  # also empty when the policy gives none
     terminated: bool
     ended: bool  # False: cut short by `max_steps`
+    episode_return: float  # the rewards summed in order, in float64
+
+
+def play_vector(vec: Any, choose: Callable[[Any, dict, int], tuple[Any, Any]], reset_seeds: list[int],
+                episodes: list[int | None], record: bool = False, max_steps: int | None = None) -> list[list[HostEpisode]]:
+    """Episodes of the copies of a Gymnasium vector env side by side: per copy, its episodes in order.
+
+    Copy j is reset once with reset_seeds[j]; its later episodes start where the vector env
+    auto-resets it, in the step that ends the previous one (same-step autoreset: info["final_obs"]
+    holds the true last observation). Copy j keeps its first episodes[j] episodes (None: all);
+    all copies step until each has them, or for max_steps steps (the running episodes are then
+    kept cut short). choose(obs [copies, ...], info, t) -> (actions [copies], q [copies, actions]
+    or None) at step t. record: keep every observation, action, reward and Q-value (else only
+    each episode's return).
+    """
+    obs, info = vec.reset(seed=list(reset_seeds))
+    copies = len(reset_seeds)
+    played: list[list[HostEpisode]] = [[] for _ in range(copies)]
+
+    def fresh(j: int) -> HostEpisode:
+        return HostEpisode([obs[j]] if record else [], [], [], [], False, False, 0.0)
+
+    def keeps(j: int) -> bool:
+        return episodes[j] is None or len(played[j]) < episodes[j]
+
+    current = [fresh(j) for j in range(copies)]
+    running = np.zeros(copies)  # float64, summed step by step: each running episode's return
+    lengths = np.zeros(copies, np.int64)
+    t = 0
+    while any(keeps(j) for j in range(copies)) and (max_steps is None or t < max_steps):
+        actions, q = choose(obs, info, t)
+        t += 1
+        obs, reward, terminated, truncated, info = vec.step(actions)
+        running += np.asarray(reward)
+        lengths += 1
+        ended = np.asarray(terminated) | np.asarray(truncated)
+        for j in range(copies) if record else ():
+            if keeps(j):  # a copy past its quota steps with the others, never kept
+                episode = current[j]
+                episode.observations.append(info["final_obs"][j] if ended[j] else obs[j])
+                episode.actions.append(int(actions[j]))
+                episode.rewards.append(float(reward[j]))
+                if q is not None:
+                    episode.q_values.append(q[j])
+        for j in np.nonzero(ended)[0]:
+            if keeps(j):
+                played[j].append(current[j]._replace(terminated=bool(terminated[j]), ended=True,
+                                                     episode_return=float(running[j])))
+                current[j] = fresh(j)
+        running[ended], lengths[ended] = 0.0, 0
+    for j in range(copies):  # episodes cut short by max_steps
+        if lengths[j] and keeps(j):
+            played[j].append(current[j]._replace(episode_return=float(running[j])))
+    return played
+
+
+class _OneAfterAnother:
+    """One Gymnasium env seen as a vector env of one copy that, when an episode ends, resets with
+    the next of `reset_seeds` (as long as there is one); on_step(env) after every reset and step."""
+
+    def __init__(self, env: Any, reset_seeds: Iterable[int], on_step: Callable[[Any], None] | None):
+        self.env, self.seeds, self.on_step = env, iter(reset_seeds), on_step
+
+    def first_seed(self) -> list[int]:
+        return [next(self.seeds)]
+
+    def _reset(self, seed: int) -> tuple[Any, dict]:
+        obs, info = self.env.reset(seed=seed)
+        if self.on_step is not None:
+            self.on_step(self.env)
+        return obs, info
+
+    def reset(self, seed: list[int]) -> tuple[list[Any], dict]:
+        return [self._reset(seed[0])[0]], {}
+
+    def step(self, actions: Any) -> tuple[list[Any], list[float], list[bool], list[bool], dict]:
+        obs, reward, terminated, truncated, _ = self.env.step(actions[0])
+        if self.on_step is not None:
+            self.on_step(self.env)
+        info = {"final_obs": [obs]}
+        if terminated or truncated:
+            seed = next(self.seeds, None)
+            if seed is not None:
+                obs = self._reset(seed)[0]
+        return [obs], [reward], [terminated], [truncated], info
 
 
 def play_host(env: Any, choose: Callable[[Any], tuple[int, Any]], reset_seeds: Iterable[int],
               max_steps: int | None = None, on_step: Callable[[Any], None] | None = None) -> list[HostEpisode]:
-    """Episodes of a Gymnasium env instance, episode i reset with the i-th of `reset_seeds`.
+    """Episodes of a Gymnasium env instance one after another, episode i reset with the i-th of
+    `reset_seeds`, every step recorded (played by `play_vector` on one copy).
 
     choose(obs) -> (action, q or None). max_steps: stop after this many steps in all (the
-    last episode then ends early); on_step(env) after every reset and step (e.g. to render).
+    last episode then ends early; `reset_seeds` may then be endless); on_step(env) after every
+    reset and step (e.g. to render).
     """
-    out: list[HostEpisode] = []
-    taken = 0
-    for reset_seed in reset_seeds:
-        if max_steps is not None and taken >= max_steps:
-            break
-        obs, _ = env.reset(seed=reset_seed)
-        if on_step is not None:
-            on_step(env)
-        episode = HostEpisode([obs], [], [], [], False, False)
-        terminated = truncated = False
-        while not (terminated or truncated) and (max_steps is None or taken < max_steps):
-            action, q = choose(obs)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            if on_step is not None:
-                on_step(env)
-            episode.observations.append(obs)
-            episode.actions.append(int(action))
-            episode.rewards.append(float(reward))
-            if q is not None:
-                episode.q_values.append(q)
-            taken += 1
-        out.append(episode._replace(terminated=bool(terminated), ended=bool(terminated or truncated)))
-    return out
+    if max_steps is None:
+        reset_seeds = list(reset_seeds)  # finite: one episode each
+    count = len(reset_seeds) if isinstance(reset_seeds, list) else None
+    if count == 0 or max_steps == 0:
+        return []
+    one = _OneAfterAnother(env, reset_seeds, on_step)
+
+    def choose_one(obs: list[Any], info: dict, t: int) -> tuple[list[int], Any]:
+        action, q = choose(obs[0])
+        return [action], None if q is None else [q]
+
+    return play_vector(one, choose_one, one.first_seed(), [count], record=True, max_steps=max_steps)[0]
 
 
 def alive_length(alive: np.ndarray) -> int:

@@ -47,10 +47,10 @@ from dqnx.agents import uses_masks
 from dqnx.agents.exploration import epsilon_at, evaluation_action
 from dqnx.agents.pqn import PQNState, cut_rollout
 from dqnx.config import RunConfig
+from dqnx.drivers.episodes import play_vector
 from dqnx.drivers.jax_loop import ChunkOutput, all_legal, chunk_health, seed_key
 from dqnx.errors import EnvFailed, EnvironmentFailure, UsageError
 from dqnx.protocols import Batch, Learner
-from dqnx.errors import EnvFailed
 from dqnx.replay import frames as frame_replay
 
 # Per-iteration records of a training phase, in the order the learn call packs them.
@@ -323,33 +323,19 @@ class HostDriver:
         S = self.num_seeds
         if parallel not in self._eval_vecs:
             self._eval_vecs[parallel] = self.env.make_vector(S * parallel, mode=self.config.vector_mode, train=False)
-        vec = self._eval_vecs[parallel]
         stream_seeds = np.asarray(jax.device_get(jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys)))
-        quota = np.array([episodes // parallel + (1 if j < episodes % parallel else 0) for j in range(parallel)])
-        try:
-            obs, info = vec.reset(seed=[s for seed in stream_seeds for s in env_seeds(int(seed), 0, parallel)])
-        except Exception as e:
-            raise EnvFailed(self.env.env_id, "reset", None, e) from e
-        returns: list[list[list[float]]] = [[[] for _ in range(parallel)] for _ in range(S)]
-        running = np.zeros((S, parallel))
         # Each env plays a fixed quota of episodes, so short episodes are not over-counted.
-        t = 0
-        while any(len(returns[s][j]) < quota[j] for s in range(S) for j in range(parallel)):
-            obs_s = obs.reshape(S, parallel, *obs.shape[1:])
+        quota = [episodes // parallel + (1 if j < episodes % parallel else 0) for j in range(parallel)]
+
+        def choose(obs, info, t):
             mask = self._info_masks(info, "in evaluation").reshape(S, parallel, -1) if self.masked else None
-            actions = np.asarray(self._q(params, obs_s, mask, keys, np.int32(t))).reshape(S * parallel)
-            t += 1
-            try:
-                obs, reward, terminated, truncated, info = vec.step(actions)
-            except Exception as e:
-                raise EnvFailed(self.env.env_id, "step", None, e) from e
-            running += reward.reshape(S, parallel)
-            done = (terminated | truncated).reshape(S, parallel)
-            for s, j in zip(*np.nonzero(done)):
-                if len(returns[s][j]) < quota[j]:
-                    returns[s][j].append(float(running[s, j]))
-            running[done] = 0.0
-        return np.array([[r for j in range(parallel) for r in returns[s][j]] for s in range(S)], np.float64)
+            actions = self._q(params, obs.reshape(S, parallel, *obs.shape[1:]), mask, keys, np.int32(t))
+            return np.asarray(actions).reshape(S * parallel), None
+
+        played = play_vector(_Guarded(self._eval_vecs[parallel], self.env.env_id), choose,
+                             [s for seed in stream_seeds for s in env_seeds(int(seed), 0, parallel)], quota * S)
+        return np.array([[e.episode_return for episodes_of_copy in played[s * parallel:(s + 1) * parallel]
+                          for e in episodes_of_copy] for s in range(S)], np.float64)
 
     def close(self) -> None:
         for vec in [self._vec, *self._eval_vecs.values()]:
@@ -358,3 +344,22 @@ class HostDriver:
         self._vec = None
         self._eval_vecs.clear()
 
+
+
+class _Guarded:
+    """A vector env whose failures (the user's environment code) raise EnvFailed, keeping its traceback."""
+
+    def __init__(self, vec: Any, env_id: str):
+        self.vec, self.env_id = vec, env_id
+
+    def reset(self, seed: list[int]) -> Any:
+        try:
+            return self.vec.reset(seed=seed)
+        except Exception as e:
+            raise EnvFailed(self.env_id, "reset", None, e) from e
+
+    def step(self, actions: np.ndarray) -> Any:
+        try:
+            return self.vec.step(actions)
+        except Exception as e:
+            raise EnvFailed(self.env_id, "step", None, e) from e
