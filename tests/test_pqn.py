@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 import dqnx
 from dqnx.agents import Batch, make_learner
 from dqnx.agents.dqn import q_lambda_returns, td_target
-from dqnx.agents.pqn import minibatch_indices, rollout_targets
+from dqnx.agents.pqn import minibatch_indices, rollout_targets, total_gradient_updates
 from dqnx.config import PQNConfig, build_config
 from dqnx.drivers import make_driver
 from dqnx.envs import make_env
@@ -275,14 +275,23 @@ def test_host_loop_learns_from_each_rollout_as_the_compiled_loop_would():
     np.testing.assert_array_equal(staged_loss, every_loss)
 
 
-def test_pqn_trains_on_gymnasium_and_resumes(tmp_path):
-    config = tiny_pqn(total_steps=128, eval_every=64)
-    first = dqnx.train("CartPole-v1", agent="pqn", backend="gymnasium", config=config.replace(total_steps=64),
-                       out=tmp_path / "run", tensorboard=False)
+def test_pqn_trains_on_gymnasium_and_extends_a_linear_schedule_at_lr_end(tmp_path):
+    config = tiny_pqn(total_steps=64, eval_every=64, lr_schedule="linear")
+    first = dqnx.train("CartPole-v1", agent="pqn", backend="gymnasium", config=config, out=tmp_path / "run", tensorboard=False)
     assert first.summary["total_steps"] == 64
-    resumed = dqnx.train(resume=first.path, steps=128)
+    saved = (first.path / "config.json").read_text()
+    # The schedule reached lr_end = 0 at step 64: more steps would not learn, so the extension is
+    # refused with the fix, and nothing is written.
+    with pytest.raises(UsageError, match=r"lr_end = 0 at env step 64.*--set lr_end="):
+        dqnx.train(resume=first.path, steps=128)
+    assert (first.path / "config.json").read_text() == saved
+    resumed = dqnx.train(resume=first.path, steps=128, config={"lr_end": 1e-4})
     assert resumed.summary["total_steps"] == 128 and resumed.summary["agent"] == "pqn"
     assert [int(r["updates"]) for r in metrics(resumed.path)] == [16, 32]
+    recorded = json.loads((first.path / "config.json").read_text())["config"]
+    assert (recorded["total_steps"], recorded["lr_schedule_steps"], recorded["lr_end"]) == (128, 64, 1e-4)
+    # The schedule keeps the original 64 steps' span of gradient steps, whatever the new total.
+    assert total_gradient_updates(resumed.config) == total_gradient_updates(config) == 16
 
 
 def test_the_learner_refuses_nothing_the_config_accepts():

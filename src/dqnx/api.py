@@ -118,7 +118,9 @@ def train(
             if steps < cfg.total_steps:
                 raise UsageError(f"--steps {steps} is below the run's total_steps {cfg.total_steps}; resume can only extend a run")
             if steps != cfg.total_steps and getattr(cfg, "lr_schedule", "constant") != "constant":
-                raise UsageError(f"this run's {cfg.lr_schedule} learning-rate schedule is fixed by its total_steps; resume it without --steps")
+                # The schedule stays the one the run was trained with (its original span): the
+                # past replays exactly, and the added steps train at the schedule's end, lr_end.
+                cfg = cfg.replace(lr_schedule_steps=cfg.lr_schedule_steps or cfg.total_steps)
             cfg = cfg.replace(total_steps=steps)
         if given_env:
             env = make_env(env_id, None, spec.backend)
@@ -127,6 +129,8 @@ def train(
             env = make_env(spec.env_id, spec.env_params, spec.backend, spec.wrappers)
         if changes:
             cfg = _resume_changes(run, spec, cfg, env, changes)
+        else:
+            _check_extension_learns(cfg)
     else:
         if env_id is None:
             raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
@@ -371,10 +375,20 @@ def _resume_changes(run: RunDir, spec: RunSpec, cfg: RunConfig, env: Env, change
                          "or replay), so it cannot change on resume; start a new run with it")
     if not run.has_checkpoint():
         raise UsageError(f"{run.path} has no checkpoint to resume from; it stopped before its first checkpoint")
+    _check_extension_learns(changed)
     values = {k: getattr(changed, k) for k in changes}
     run.record_resume_changes({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
                               {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in changes)})
     return changed
+
+
+def _check_extension_learns(cfg: RunConfig) -> None:
+    """A run extended past its learning-rate schedule's span trains at lr_end: refuse an lr_end of 0."""
+    span = getattr(cfg, "lr_schedule_steps", 0)
+    if span and cfg.total_steps > span and cfg.lr_end == 0.0:
+        raise UsageError(f"this run's {cfg.lr_schedule} learning rate decays to lr_end = 0 at env step {span}, so the steps "
+                         f"added after it would not learn; give them a rate, e.g. --set lr_end={cfg.learning_rate / 10:g} "
+                         "(or resume without --steps)")
 
 
 def _checked_budget(cfg: RunConfig, env: Env, agent: str, num_seeds: int) -> preflight.MemoryBudget:

@@ -228,13 +228,24 @@ def make_optimizer(config: DQNConfig, total_updates: int, hyper: dict[str, Any] 
     return optax.flatten(_optimizer(config, total_updates, hyperparameters(config, hyper)))
 
 
-def _optimizer(config: DQNConfig, total_updates: int, values: dict[str, Any]) -> optax.GradientTransformation:
+def learning_rate_schedule(config: DQNConfig, total_updates: int, values: dict[str, Any]) -> Any:
+    """The learning rate, a number or a function of the gradient-step count: a linear or
+    cosine decay from learning_rate to lr_end over `total_updates` steps, then lr_end.
+
+    >>> schedule = learning_rate_schedule(DQNConfig(lr_schedule="linear", lr_end=1e-4), 10, {"learning_rate": 1e-3})
+    >>> [round(float(schedule(k)), 5) for k in (0, 5, 10, 20)]
+    [0.001, 0.00055, 0.0001, 0.0001]
+    """
     if config.lr_schedule == "linear":
-        lr: Any = optax.linear_schedule(values["learning_rate"], 0.0, max(total_updates, 1))
-    elif config.lr_schedule == "cosine":
-        lr = optax.cosine_decay_schedule(values["learning_rate"], max(total_updates, 1))
-    else:
-        lr = values["learning_rate"]
+        return optax.linear_schedule(values["learning_rate"], config.lr_end, max(total_updates, 1))
+    if config.lr_schedule == "cosine":
+        return optax.cosine_decay_schedule(values["learning_rate"], max(total_updates, 1),
+                                           alpha=config.lr_end / values["learning_rate"])
+    return values["learning_rate"]
+
+
+def _optimizer(config: DQNConfig, total_updates: int, values: dict[str, Any]) -> optax.GradientTransformation:
+    lr = learning_rate_schedule(config, total_updates, values)
     momentum = config.momentum or None
     if config.optimizer == "sgd":
         base = optax.sgd(lr, momentum=momentum, nesterov=config.nesterov)
@@ -249,8 +260,9 @@ def _optimizer(config: DQNConfig, total_updates: int, values: dict[str, Any]) ->
 
 
 def total_gradient_updates(config: DQNConfig) -> int:
-    """Gradient steps a full run takes (sizes the learning-rate schedule)."""
-    phases = max(config.total_steps - config.learning_starts, 0) // config.train_freq
+    """Gradient steps the learning-rate schedule spans: a full run's, or those of its first
+    lr_schedule_steps env steps (a run extended on resume keeps its original schedule)."""
+    phases = max((config.lr_schedule_steps or config.total_steps) - config.learning_starts, 0) // config.train_freq
     return phases * config.gradient_steps
 
 

@@ -80,8 +80,10 @@ def store_row(rollout: Batch, fresh: Batch, row: jax.Array) -> Batch:
 
 
 def total_gradient_updates(config: PQNConfig) -> int:
-    """Gradient steps a full run takes (sizes the learning-rate schedule)."""
-    return (config.total_steps // config.rollout_env_steps) * config.num_epochs * config.num_minibatches
+    """Gradient steps the learning-rate schedule spans: a full run's, or those of its first
+    lr_schedule_steps env steps (a run extended on resume keeps its original schedule)."""
+    span = config.lr_schedule_steps or config.total_steps
+    return (span // config.rollout_env_steps) * config.num_epochs * config.num_minibatches
 
 
 def make_optimizer(config: PQNConfig, hyper: dict[str, Any] | None = None) -> optax.GradientTransformation:
@@ -93,7 +95,7 @@ def make_optimizer(config: PQNConfig, hyper: dict[str, Any] | None = None) -> op
     values = hyperparameters(config, hyper)
     lr: Any = values["learning_rate"]
     if config.lr_schedule == "linear":
-        lr = optax.linear_schedule(values["learning_rate"], 0.0, max(total_gradient_updates(config), 1))
+        lr = optax.linear_schedule(values["learning_rate"], config.lr_end, max(total_gradient_updates(config), 1))
     adam = optax.radam if config.optimizer == "radam" else optax.adam
     base = adam(lr, b1=values["adam_b1"], b2=values["adam_b2"], eps=values["adam_eps"])
     if config.max_grad_norm > 0:

@@ -45,6 +45,13 @@ def _doc(text: str, **kwargs: Any) -> Any:
     return field(metadata={"doc": text}, **kwargs)
 
 
+def _check_lr_end(config: Any) -> None:
+    if not 0.0 <= config.lr_end <= config.learning_rate:
+        raise UsageError(f"lr_end must lie in [0, learning_rate = {config.learning_rate}], got {config.lr_end}")
+    if config.lr_schedule_steps < 0:
+        raise UsageError(f"lr_schedule_steps must be >= 0 (0 = total_steps), got {config.lr_schedule_steps}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Settings every agent shares: budget, discount, exploration, evaluation.
@@ -134,7 +141,9 @@ class DQNConfig(RunConfig):
     v_max: float = _doc("Largest return of the C51 support.", default=10.0)
     optimizer: str = _doc("'adam', 'sgd' or 'rmsprop'.", default="adam")
     learning_rate: float = _doc("Optimizer step size (the peak value when a schedule is used).", default=1e-3)
-    lr_schedule: str = _doc("'constant', 'linear' (to 0 at total_steps) or 'cosine' decay of the learning rate.", default="constant")
+    lr_schedule: str = _doc("'constant', 'linear' (to lr_end at total_steps) or 'cosine' decay of the learning rate.", default="constant")
+    lr_end: float = _doc("Learning rate a linear or cosine schedule ends at, and keeps after its span.", default=0.0)
+    lr_schedule_steps: int = _doc("Env steps a linear or cosine schedule spans; 0 = total_steps. `--resume --steps N` records the run's original total here: the past replays exactly and the added steps train at lr_end.", default=0)
     adam_eps: float = _doc("Adam's epsilon (numerical stability term); also RMSprop's.", default=1e-8)
     adam_b1: float = _doc("Adam's decay of the first-moment (mean) estimate.", default=0.9)
     adam_b2: float = _doc("Adam's decay of the second-moment estimate.", default=0.999)
@@ -191,6 +200,7 @@ class DQNConfig(RunConfig):
         _choice(self, "loss", ("huber", "mse"))
         _choice(self, "network", ("auto", "mlp", "cnn", "small_cnn"))
         _choice(self, "lr_schedule", ("constant", "linear", "cosine"))
+        _check_lr_end(self)
         _choice(self, "activation", ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu"))
         _choice(self, "q_head", ("per_action_output", "state_action", "per_action_heads"))
         _choice(self, "optimizer", ("adam", "sgd", "rmsprop"))
@@ -255,7 +265,9 @@ class PQNConfig(RunConfig):
     layer_norm: bool = _doc("LayerNorm after each hidden dense layer (before its activation): what keeps PQN stable without a target network.", default=True)
     optimizer: str = _doc("'radam' (the paper's) or 'adam'.", default="radam")
     learning_rate: float = _doc("Optimizer step size (the starting value with lr_schedule = linear). Paper: 1e-4 (CartPole), 5e-4 (MinAtar), 2.5e-4 (Atari).", default=1e-4)
-    lr_schedule: str = _doc("'linear' (decay to 0 over the run's gradient steps; paper: CartPole, MinAtar) or 'constant' (paper: Atari).", default="linear")
+    lr_schedule: str = _doc("'linear' (decay to lr_end over the run's gradient steps; paper: CartPole, MinAtar, to 0) or 'constant' (paper: Atari).", default="linear")
+    lr_end: float = _doc("Learning rate the linear schedule ends at, and keeps after its span. Paper: 0.", default=0.0)
+    lr_schedule_steps: int = _doc("Env steps the linear schedule spans; 0 = total_steps. `--resume --steps N` records the run's original total here: the past replays exactly and the added steps train at lr_end.", default=0)
     adam_eps: float = _doc("(R)Adam's epsilon (numerical stability term).", default=1e-8)
     adam_b1: float = _doc("(R)Adam's decay of the first-moment (mean) estimate.", default=0.9)
     adam_b2: float = _doc("(R)Adam's decay of the second-moment estimate.", default=0.999)
@@ -305,6 +317,7 @@ class PQNConfig(RunConfig):
         _choice(self, "activation", ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu"))
         _choice(self, "optimizer", ("radam", "adam"))
         _choice(self, "lr_schedule", ("linear", "constant"))
+        _check_lr_end(self)
         _choice(self, "loss", ("mse", "huber"))
         return self
 

@@ -189,10 +189,13 @@ class RunDir:
             raise UsageError(f"{self.path} is a run of format {FORMAT_NAME}/{spec.format_version}, which this dqnx cannot "
                              f"resume (it resumes {FORMAT}); evaluate or load it, or train a new run")
 
-    def set_total_steps(self, total_steps: int) -> None:
+    def set_total_steps(self, total_steps: int, lr_schedule_steps: int = 0) -> None:
+        """A run extended on resume: its new total, and (when it has a learning-rate schedule)
+        the span that schedule keeps, the original total."""
         data = read_json(self.path / CONFIG, "run config")
-        if data["config"].get("total_steps") != total_steps:
-            data["config"]["total_steps"] = total_steps
+        values = {"total_steps": total_steps, **({"lr_schedule_steps": lr_schedule_steps} if lr_schedule_steps else {})}
+        if any(data["config"].get(key) != value for key, value in values.items()):
+            data["config"].update(values)
             atomic_write_json(self.path / CONFIG, data)
 
     def record_resume_changes(self, values: dict[str, Any], previous: dict[str, Any]) -> None:
