@@ -9,6 +9,7 @@ block says how it runs in tests; the page itself shows the full budget:
     <!-- test: train += --steps 2000 -->           append to every `dqnx train` command of the block
     <!-- test: "50_000" -> "2_000" -->             replace text (Python blocks' budgets)
     <!-- test: bash -->                            run the block as one bash script (background jobs, curl)
+    <!-- test: save thermostat.py -->              write the block to that file (a module or TOML a later block uses)
 
 Operations are separated by " ; ". `dqnx ...` commands run in this process (dqnx.cli.main,
 which saves the seconds every new process pays to import JAX); any other command runs in
@@ -83,9 +84,9 @@ def blocks_of(page: Path) -> list[Block]:
             continue
         language = fence.group(1) or ""
         end = next(i for i in range(index + 1, len(lines)) if lines[i].strip() == "```")
-        if language in _RUNNABLE:
-            before = lines[index - 1] if index > 0 else ""
-            marker = _MARKER.match(before)
+        before = lines[index - 1] if index > 0 else ""
+        marker = _MARKER.match(before)
+        if language in _RUNNABLE or marker:
             found.append(Block(str(page.relative_to(DOCS)), index + 1, language,
                                "\n".join(lines[index + 1:end]) + "\n", marker.group(1) if marker else None))
         index = end + 1
@@ -107,6 +108,7 @@ class Plan:
     appends: dict[str, list[str]]
     replacements: list[tuple[str, str]]
     bash: bool
+    save: str | None = None
 
 
 def parse_marker(marker: str, where: str) -> Plan:
@@ -116,6 +118,8 @@ def parse_marker(marker: str, where: str) -> Plan:
             continue
         if operation == "bash":
             plan.bash = True
+        elif operation.startswith("save "):
+            plan.save = operation.removeprefix("save ").strip()
         elif "+=" in operation:
             command, args = operation.split("+=", 1)
             plan.appends.setdefault(command.strip(), []).extend(shlex.split(args))
@@ -132,10 +136,29 @@ def apply_plan(block: Block, plan: Plan) -> str:
         assert old in code, f"{block.name}: the marker replaces {old!r}, which the block does not contain"
         code = code.replace(old, new)
     if plan.appends:
-        commands = shell_commands(code)
+        commands = [with_budget(words, {}) for words in shell_commands(code)]
+        subcommands = {words[i + 1] for words in commands if (i := dqnx_position(words)) is not None and i + 1 < len(words)}
         for sub in plan.appends:
-            assert any(c[:2] == ["dqnx", sub] for c in commands), f"{block.name}: no `dqnx {sub}` command to append to"
+            assert sub in subcommands, f"{block.name}: no `dqnx {sub}` command to append to"
     return code
+
+
+def dqnx_position(words: list[str]) -> int | None:
+    """Where `dqnx` stands in a command, after any VAR=value assignments (None: not a dqnx command)."""
+    for index, word in enumerate(words):
+        if word == "dqnx":
+            return index
+        if not re.fullmatch(r"[A-Za-z_]\w*=.*", word):
+            return None
+    return None
+
+
+def with_budget(words: list[str], appends: dict[str, list[str]]) -> list[str]:
+    """The command with the marker's arguments for its dqnx subcommand appended (a pipeline is left alone)."""
+    index = dqnx_position(words)
+    if index is None or index + 1 >= len(words) or _SHELL_OPERATORS.intersection(words):
+        return words
+    return words + appends.get(words[index + 1], [])
 
 
 def shell_commands(code: str) -> list[list[str]]:
@@ -148,7 +171,9 @@ def shell_commands(code: str) -> list[list[str]]:
 
 def _shim(bin_dir: Path) -> None:
     script = bin_dir / "dqnx"
-    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m dqnx.cli "$@"\n')
+    # This checkout's dqnx first, even under a page's own `PYTHONPATH=. dqnx ...`.
+    script.write_text(f'#!/bin/sh\nexport PYTHONPATH="{ROOT / "src"}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+                      f'exec "{sys.executable}" -m dqnx.cli "$@"\n')
     script.chmod(0o755)
 
 
@@ -181,13 +206,23 @@ def run_block(block: Block, cwd: Path, bin_dir: Path, capsys) -> None:
     plan = parse_marker(block.marker, block.name)
     code = apply_plan(block, plan)
     env = _environment(bin_dir)
+    if plan.save:
+        (cwd / plan.save).write_text(code)
+        return
     if block.language == "python":
         # In this process, as a script (__main__): a new process would pay JAX's import again.
+        path, modules = list(sys.path), set(sys.modules)
         try:
             exec(compile(code, block.name, "exec"), {"__name__": "__main__"})
         except Exception as error:
             out, err = capsys.readouterr()
             raise AssertionError(f"{block.name} failed:\n{code}\n{out}\n{err}") from error
+        finally:
+            # The page's own modules (saved into its directory) leave with it; dqnx's and the libraries' stay.
+            sys.path[:] = path
+            for name in set(sys.modules) - modules:
+                if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(cwd)):
+                    del sys.modules[name]
         return
     if plan.bash:
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=cwd, env=env, capture_output=True,
@@ -195,8 +230,9 @@ def run_block(block: Block, cwd: Path, bin_dir: Path, capsys) -> None:
         assert result.returncode == 0, f"{block.name} failed:\n{code}\n{result.stdout}\n{result.stderr}"
         return
     for words in shell_commands(code):
+        words = with_budget(words, plan.appends)
         if words[0] == "dqnx" and not _SHELL_OPERATORS.intersection(words):
-            args = words[1:] + (plan.appends.get(words[1], []) if len(words) > 1 else [])
+            args = words[1:]
             status, output = run_dqnx_in_process(args, capsys)
             assert status == 0, f"{block.name}: `dqnx {shlex.join(args)}` exited {status}:\n{output}"
         else:
@@ -239,3 +275,80 @@ def test_page_runs(page, tmp_path, capsys, monkeypatch):
             run_block(block, work, bin_dir, capsys)
             with capsys.disabled():
                 print(f"\n  {block.name}: {time.perf_counter() - start:.1f} s", end="")
+
+
+# --- the site ------------------------------------------------------------------------------------
+
+def build_site(out: Path) -> subprocess.CompletedProcess:
+    """`mkdocs build --strict` from the repository root into `out` (never into the source tree)."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", NO_MKDOCS_2_WARNING="1")
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
+                           "-d", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    pytest.importorskip("mkdocs", reason="the docs tier needs the docs extra: pip install '.[docs]'")
+    out = tmp_path_factory.mktemp("site")
+    result = build_site(out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def test_site_builds_strict_with_every_page(site):
+    nav_pages = re.findall(r":\s+([\w/.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.MULTILINE)
+    assert len(nav_pages) >= 10
+    for page in nav_pages:
+        html = site / (page.removesuffix(".md").removesuffix("index") + "/index.html").lstrip("/").replace("//", "/")
+        assert html.exists(), f"{page} was not built ({html})"
+    # The API reference comes from the docstrings; the config tables from the dataclasses' field docs.
+    api = (site / "reference/api/index.html").read_text()
+    assert "dqnx.api.train" in api or "train" in api and "env_id" in api
+    config = (site / "reference/config/index.html").read_text()
+    assert "target_update_period" in config and "Sync the target network every this many gradient steps" in config
+    targets = (site / "reference/targets/index.html").read_text()
+    assert "td_target" in targets and "&gt;&gt;&gt;" in targets  # the doctest examples are shown
+
+
+def _chromium(profile: str, width: int = 1280, height: int = 1600):
+    if not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")):
+        if os.environ.get("CI"):
+            pytest.fail("CI must have /usr/bin/chromium and /usr/bin/chromedriver (.ci/run installs them)")
+        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def test_no_broken_image_on_any_page(site):
+    """Every built page opened in headless Chromium: every <img> loaded with a size (a wrong path fails)."""
+    import shutil
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pages_html = sorted(p for p in site.rglob("index.html") if "search" not in p.parts)
+    assert len(pages_html) >= 10
+    profile = tempfile.mkdtemp(prefix="dqnx-chromium-")
+    driver = _chromium(profile)
+    seen = 0
+    try:
+        for html in pages_html:
+            driver.get(html.as_uri())
+            WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+            images = driver.execute_script(
+                "return Array.from(document.querySelectorAll('article img')).map(i => ({src: i.getAttribute('src'),"
+                " complete: i.complete, width: i.naturalWidth}))")
+            broken = [i["src"] for i in images if not (i["complete"] and i["width"] > 0)]
+            assert broken == [], f"{html.relative_to(site)}: broken images {broken}"
+            seen += len(images)
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert seen >= 5, "the pages' figures were not found"
