@@ -280,7 +280,7 @@ def test_package_ids_never_fall_to_gymnax_by_suffix():
 
 
 def test_wrappers_from_a_config_file_are_said_and_applied_after_the_flags(tmp_path, capsys):
-    from dqnx.api import _wrappers
+    from dqnx.envs.source import given_wrappers as _wrappers
     from dqnx.envs.source import Wrapper
 
     toml = tmp_path / "c.toml"

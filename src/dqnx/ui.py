@@ -18,6 +18,20 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
     return "-" if value is None or value != value else format(value, spec)
 
 
+def training_reporter(spec: Any, path: Any, resumed: bool, budget: Any = None) -> "RichReporter":
+    """The progress of `dqnx train`: a header naming the agent, env, seeds, backend and run
+    directory (and the memory budget), then the live bar."""
+    from dqnx.envs import BACKENDS
+
+    seeds = spec.seeds
+    label = f"{spec.env_id} seed {seeds[0]}" if len(seeds) == 1 else f"{spec.env_id} seeds {seeds[0]}-{seeds[-1]}"
+    verb = "resuming" if resumed else "training"
+    header = f"dqnx: {verb} {spec.agent} on {label} (backend: {BACKENDS[spec.backend].description}) -> {path}"
+    if budget is not None:
+        header += f"\n      {budget.describe()}"
+    return RichReporter(label, header=header)
+
+
 class RichReporter(Reporter):
     """Env steps, steps/s, recent training return, greedy eval return and epsilon, live."""
 

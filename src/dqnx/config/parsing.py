@@ -137,3 +137,17 @@ def parse_set(items: list[str], option: str = "--set") -> dict[str, str]:
 def from_dict(data: dict[str, Any], where: str, agent: str = "dqn") -> RunConfig:
     cls = config_class(agent)
     return cls(**{k: coerce(k, v, where, cls) for k, v in data.items()}).validate()
+
+
+MAX_SEED = 2**31  # PRNGKey takes a 32-bit seed: larger ones would silently repeat smaller ones
+
+
+def seed_list(seed: int, seeds: int) -> list[int]:
+    """seed, seed+1, ..., `seeds` of them, checked (a UsageError names the problem)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
+        raise UsageError(f"seeds must be a positive number of seeds, got {seeds!r}; e.g. --seeds 4")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+    if seed + seeds > MAX_SEED:
+        raise UsageError(f"seeds must stay below {MAX_SEED} (JAX keys hold 32-bit seeds), got {seed}..{seed + seeds - 1}")
+    return [seed + i for i in range(seeds)]

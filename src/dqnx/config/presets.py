@@ -15,6 +15,7 @@ from typing import Any
 
 from dqnx.config.parsing import coerce, read_toml
 from dqnx.config.schema import RunConfig, config_class
+from dqnx.errors import UsageError
 
 
 def preset_path(env_id: str, agent: str = "dqn") -> Path | None:
@@ -52,3 +53,26 @@ def build_config(
     for key, value in (overrides or {}).items():
         values[key] = coerce(key, value, "--set", cls)
     return (base or cls()).replace(**values).validate()
+
+
+def preset_id(env: Any) -> str:
+    """The preset name of a built environment: its id; every Atari game shares presets/atari.toml."""
+    return "atari" if getattr(env, "atari", False) else env.env_id
+
+
+def resolve_config(env_id: str, agent: str, config: Any, config_file: Any, steps: int | None) -> RunConfig:
+    """A run's config from what `dqnx.train` takes: a config object (the base) or a dict of
+    overrides, a TOML file, and `steps` (total_steps), over `env_id`'s preset for `agent`."""
+    overrides: dict[str, Any] = {}
+    base = None
+    if isinstance(config, RunConfig):
+        if not isinstance(config, config_class(agent)):
+            raise UsageError(f"agent {agent!r} takes a {config_class(agent).__name__}, got a {type(config).__name__}")
+        base = config
+    elif isinstance(config, dict):
+        overrides.update(config)
+    elif config is not None:
+        raise UsageError(f"config must be a config object or a dict of overrides, got {type(config).__name__}")
+    if steps is not None:
+        overrides["total_steps"] = steps
+    return build_config(env_id, config_file=config_file, overrides=overrides, base=base, agent=agent)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from dqnx.config import RunConfig
-from dqnx.errors import UsageError
+from dqnx.errors import SettingsWarning, UsageError
 
 # Replay slots, env steps and update counters are int32 in the compiled program.
 INDEX_LIMIT = 2**31 - 1
@@ -232,3 +233,16 @@ def _replay_total(budget: MemoryBudget) -> float:
     included) and its host copy (CPU only)."""
     padded = budget.state_bytes / max(budget.checkpoint_bytes, 1)  # program seeds / real seeds
     return budget.replay_bytes * (padded + (1 if budget.device == "cpu" else 0))
+
+
+def checked_budget(config: RunConfig, env: Any, agent: str, num_seeds: int) -> MemoryBudget:
+    """A run's memory budget, refused (UsageError) when it cannot fit in this machine's memory."""
+    budget = memory_budget([config], env, agent, members_per_config=num_seeds)
+    check_memory(budget, getattr(config, "buffer_size", None))
+    return budget
+
+
+def warn_settings(notes: list[str]) -> None:
+    """check_settings' warnings as SettingsWarning, pointing at the code that called the entry point calling this."""
+    for note in notes:
+        warnings.warn(note, SettingsWarning, stacklevel=3)

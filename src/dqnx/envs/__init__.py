@@ -79,6 +79,11 @@ def backend_of(env: Env) -> Backend:
     return BACKENDS[env.backend]
 
 
+def stored_params(env: Env, env_params: dict | None) -> dict:
+    """The env parameters to record in config.json, as the environment took them."""
+    return backend_of(env).stored_params(env, env_params)
+
+
 def resolve_backend(env: Any, backend: str | None = None) -> str:
     """The backend an environment trains on: the one asked for, else the first in BACKENDS that knows the id."""
     if backend is not None and backend not in BACKENDS:

@@ -116,6 +116,11 @@ class Wrapper:
         return hash((self.target, json.dumps(self.kwargs, sort_keys=True)))
 
 
+def checked_env_params(env_params: Any) -> dict[str, Any] | None:
+    """The user's env parameters (or None), held to what config.json may record (JSON data, no code names)."""
+    return None if env_params is None else check_params(env_params, "env_params")
+
+
 def check_wrapper_target(target: Any, where: str) -> str:
     if not isinstance(target, str) or len(target) > MAX_ID_LENGTH or not CALLABLE_REF.fullmatch(target):
         raise UsageError(f"{where} {target!r} is not a wrapper; give module.path:callable, "
@@ -186,6 +191,26 @@ class EnvSource:
         """The fields that name code and what it is given: what trust is keyed on."""
         return {"env_id": self.env_id, "backend": self.backend, "env_params": self.env_params,
                 "wrappers": [w.to_dict() for w in self.wrappers]}
+
+
+def given_wrappers(wrappers: Any, config_file: Any) -> tuple[Wrapper, ...]:
+    """The wrappers given as arguments (strings, dicts or Wrappers), then those of the config
+    file's [[wrappers]] tables; what a config file names is said on stderr, since building the
+    env imports and runs it."""
+    given = wrappers_from_data([parse_wrapper(w) if isinstance(w, str) else w for w in (wrappers or [])])
+    from_file: tuple[Wrapper, ...] = ()
+    if config_file is not None:
+        from pathlib import Path
+
+        from dqnx.config import read_toml_wrappers
+
+        from_file = wrappers_from_data(read_toml_wrappers(Path(config_file)), f"{config_file}: wrappers")
+        if from_file:
+            import sys
+
+            print(f"dqnx: {config_file} names wrappers, imported and applied in order: "
+                  f"{', '.join(str(w) for w in from_file)}", file=sys.stderr)
+    return given + from_file
 
 
 def env_source(env_id: Any, backend: Any, env_params: Any, wrappers: Any, where: str, backends: tuple[str, ...]) -> EnvSource:

@@ -21,6 +21,13 @@ from typing import Any
 from dqnx.errors import UsageError
 from dqnx.search.sweep import Group, train_group
 
+def connect_if_given(address: str | None) -> None:
+    """Connect when a search runs on Ray (`address` given): a missing Ray or an unreachable
+    cluster then fails here, before the sweep or study writes anything."""
+    if address is not None:
+        connect(address)
+
+
 def connect(address: str) -> Any:
     """Start ('local') or join ('auto', HOST:PORT, ray://...) a Ray cluster; reuse one this process already joined."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local instance needs no token file in ~/.ray
