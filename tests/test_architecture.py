@@ -144,3 +144,39 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
 def test_tools_never_import_the_api(unit):
     where = import_graph().get((unit, "api"), [])
     assert not where, f"{unit} imports dqnx.api at {', '.join(where)}; use dqnx.trained"
+
+
+# --- function length ------------------------------------------------------------------------
+
+MAX_FUNCTION_LINES = 80  # issue 14: a longer body hides its steps; name them as functions
+
+
+def own_body_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's own body: its docstring and nested functions and classes left out."""
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        body = body[1:]
+    if not body:
+        return 0
+    lines = set(range(body[0].lineno, function.end_lineno + 1))
+    for node in ast.walk(function):
+        if node is not function and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            lines -= set(range(node.lineno - len(node.decorator_list), node.end_lineno + 1))
+    return len(lines)
+
+
+def test_no_function_body_over_80_lines():
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and own_body_lines(node) > MAX_FUNCTION_LINES:
+                long.append(f"{path.relative_to(SRC.parent)}:{node.lineno} {node.name} ({own_body_lines(node)} lines)")
+    assert not long, f"function bodies over {MAX_FUNCTION_LINES} lines; break them into named steps:\n" + "\n".join(long)
+
+
+def test_api_defines_public_entry_points_only():
+    """api.py is the public entry points; what they need lives in the layer it belongs to."""
+    tree = ast.parse((SRC / "api.py").read_text())
+    private = [f"{node.name} (line {node.lineno})" for node in tree.body
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name.startswith("_")]
+    assert not private, "api.py defines private helpers; move them to drivers/, runs/, config/, envs/, search/ or trained.py: " + ", ".join(private)

@@ -203,6 +203,24 @@ class HostDriver:
                              f"{self.env.num_actions} actions; give one 0/1 entry per action, or train with --set action_mask=off")
         return mask.astype(bool)
 
+    def _next_masks(self, info: dict, end: np.ndarray, terminated: np.ndarray, env_step: int) -> np.ndarray:
+        """The legal actions of a step's next states [seeds, n, actions] (an ended episode's from
+        its final info), checked; the masks of the observations acted on next go to self._mask."""
+        mask = self._info_masks(info, f"at env step {env_step}")
+        next_mask = mask.copy()
+        if end.any():  # an ended episode's true last observation: its mask is in the final info
+            final = self._info_masks(info["final_info"], f"at the end of an episode (env step {env_step})", end)
+            next_mask[end] = final[end]
+        stuck = ~terminated & ~next_mask.any(axis=1)
+        if stuck.any():
+            j = int(np.nonzero(stuck)[0][0])
+            raise EnvironmentFailure(
+                f"{self.env.env_id} gave no legal action in a non-terminal state at env step {env_step} "
+                f"(seed {self.seeds[j // self.n]}, env {j % self.n}); its action mask must allow an action until the "
+                "episode ends (or run with --set action_mask=off)")
+        self._mask = mask.reshape(self.num_seeds, self.n, -1)
+        return next_mask.reshape(self.num_seeds, self.n, -1)
+
     def _staging(self) -> dict[str, np.ndarray]:
         S, n, k = self.num_seeds, self.n, self.block
         obs = (k, S, n, *self.env.obs_shape)
@@ -252,28 +270,14 @@ class HostDriver:
             next_obs[...] = obs.reshape(obs_shape)
             self._episode_return += st_reward[filled]
             reward_abs[i] = np.abs(st_reward[filled]).max(axis=1)
-            if self.masked:
-                mask = self._info_masks(info, f"at env step {env_steps + n}")
-                next_mask = mask.copy()
             if end.any():
                 ended = end.reshape(flat)
                 for j in np.nonzero(end)[0]:  # the true last observation, not the next episode's first
                     next_obs[j // n, j % n] = info["final_obs"][j]
-                if self.masked:  # ... and its mask, from the final info
-                    final = self._info_masks(info["final_info"], f"at the end of an episode (env step {env_steps + n})", end)
-                    next_mask[end] = final[end]
                 finished[i][ended] = self._episode_return[ended]
                 self._episode_return[ended] = 0.0
             if self.masked:
-                stuck = ~terminated & ~next_mask.any(axis=1)
-                if stuck.any():
-                    j = int(np.nonzero(stuck)[0][0])
-                    raise EnvironmentFailure(
-                        f"{self.env.env_id} gave no legal action in a non-terminal state at env step {env_steps + n} "
-                        f"(seed {self.seeds[j // n]}, env {j % n}); its action mask must allow an action until the "
-                        "episode ends (or run with --set action_mask=off)")
-                staged["next_mask"][filled] = next_mask.reshape(*flat, -1)
-                self._mask = mask.reshape(*flat, -1)
+                staged["next_mask"][filled] = self._next_masks(info, end, terminated, env_steps + n)
             self._obs = obs.reshape(obs_shape)
             filled += 1
             trains_now = (env_steps + n) // self.train_freq > env_steps // self.train_freq

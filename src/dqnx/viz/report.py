@@ -80,7 +80,7 @@ CAPTIONS = {
 def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 1, seed: int = 0,
                  trust_env_code: bool = False) -> str:
     """The HTML text of the report of `run_dir`."""
-    from dqnx.viz import plots, record
+    from dqnx.viz import plots
 
     run = plots.read_run(run_dir)
     raw_config = read_json(run.path / CONFIG, "run config")
@@ -91,23 +91,7 @@ def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 
         "q_vs_return.png": plots.q_vs_return_png([run]),
     }
 
-    from dqnx import trained
-
-    agent = trained.load(run.path, trust_env_code=trust_env_code)
-    recording_html: str
-    try:
-        recorded = record.agent_episodes(agent, record_episodes, seed)
-    except UsageError as e:  # an environment without a renderer: the report says so instead
-        recording_html = f'<p class="note">No recording: {html.escape(str(e))}.</p>'
-    else:
-        frames = record.annotate(recorded, agent.env_id, scale=0.5)
-        gif = record.encode(frames, ".gif", fps=50)
-        returns = ", ".join(f"{e.total_return:g}" for e in recorded)
-        recording_html = (
-            f'<figure><img id="recording" alt="recording of the trained agent" src="{_data_uri(gif, "image/gif")}">'
-            f"<figcaption>Greedy episode(s) of seed {agent.seeds[0]}'s best weights; return {html.escape(returns)}."
-            "</figcaption></figure>"
-        )
+    recording_html = _recording_html(run.path, record_episodes, seed, trust_env_code)
 
     summary = run.summary
     parts = [
@@ -121,23 +105,7 @@ def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 
         parts.append('<p class="note">This run has no summary.json: it has not finished (or was interrupted); '
                      "the plots show its progress so far.</p>")
     else:
-        mean, std = summary.get("eval_mean_return"), summary.get("eval_std_return")
-        parts.append(_table([
-            ("environment", summary.get("env_id")),
-            ("agent", summary.get("agent", run.agent)),
-            ("seeds", raw_config.get("seeds")),
-            ("env steps", summary.get("total_steps")),
-            ("wall seconds", summary.get("wall_seconds")),
-            ("compile seconds", summary.get("compile_seconds")),
-            ("solve threshold", summary.get("solve_threshold")),
-            ("action masks", {True: "used (acting and bootstrap over legal actions only)", False: "not used",
-                              None: None}.get(summary.get("action_masks"))),
-            ("steps to solve (median over seeds)", summary.get("steps_to_solve")),
-            ("seeds solved", None if summary.get("seeds_solved") is None
-             else f"{summary['seeds_solved']} of {summary.get('num_seeds')}"),
-            ("final evaluation", None if mean is None else
-             f"{mean:.2f} ± {std:.2f} over {summary.get('eval_episodes')} episodes per seed ({summary.get('eval_weights')} weights)"),
-        ]))
+        parts.append(_summary_table(summary, run.agent, raw_config))
     parts.append("</div><div><h2>The agent playing</h2>" + recording_html + "</div></div>")
     if summary is not None:
         parts.append("<h2>Evaluation per seed</h2>")
@@ -164,6 +132,47 @@ def build_report(run_dir: str | Path, episodes: int = 5, record_episodes: int = 
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _recording_html(run_path: Path, record_episodes: int, seed: int, trust_env_code: bool) -> str:
+    """A recorded greedy episode of the best weights as an inline GIF, or a note why there is none."""
+    from dqnx import trained
+    from dqnx.viz import record
+
+    agent = trained.load(run_path, trust_env_code=trust_env_code)
+    try:
+        recorded = record.agent_episodes(agent, record_episodes, seed)
+    except UsageError as e:  # an environment without a renderer: the report says so instead
+        return f'<p class="note">No recording: {html.escape(str(e))}.</p>'
+    frames = record.annotate(recorded, agent.env_id, scale=0.5)
+    gif = record.encode(frames, ".gif", fps=50)
+    returns = ", ".join(f"{e.total_return:g}" for e in recorded)
+    return (
+        f'<figure><img id="recording" alt="recording of the trained agent" src="{_data_uri(gif, "image/gif")}">'
+        f"<figcaption>Greedy episode(s) of seed {agent.seeds[0]}'s best weights; return {html.escape(returns)}."
+        "</figcaption></figure>"
+    )
+
+
+def _summary_table(summary: dict, agent: str, raw_config: dict) -> str:
+    """summary.json's headline figures as a table."""
+    mean, std = summary.get("eval_mean_return"), summary.get("eval_std_return")
+    return _table([
+        ("environment", summary.get("env_id")),
+        ("agent", summary.get("agent", agent)),
+        ("seeds", raw_config.get("seeds")),
+        ("env steps", summary.get("total_steps")),
+        ("wall seconds", summary.get("wall_seconds")),
+        ("compile seconds", summary.get("compile_seconds")),
+        ("solve threshold", summary.get("solve_threshold")),
+        ("action masks", {True: "used (acting and bootstrap over legal actions only)", False: "not used",
+                          None: None}.get(summary.get("action_masks"))),
+        ("steps to solve (median over seeds)", summary.get("steps_to_solve")),
+        ("seeds solved", None if summary.get("seeds_solved") is None
+         else f"{summary['seeds_solved']} of {summary.get('num_seeds')}"),
+        ("final evaluation", None if mean is None else
+         f"{mean:.2f} ± {std:.2f} over {summary.get('eval_episodes')} episodes per seed ({summary.get('eval_weights')} weights)"),
+    ])
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, episodes: int = 5, seed: int = 0,
