@@ -101,24 +101,30 @@ def dqnx_stability(python: str, system: str, seed: int, out: Path, steps: int | 
             "steps_to_solve": summary["per_seed"][0]["steps_to_solve"]}
 
 
-def bench_dqnx(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def dqnx_cold_and_warm_up(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Seed 0 once with an empty JAX compilation cache (the cold figure), then once untimed
+    with the ordinary cache, so that the timed runs after it start warm."""
     cold_cache = tmp / f"cold-cache-{system}"
     cold_cache.mkdir()
     cold = dqnx_until_solved(args.python, system, 0, tmp / f"{system}-cold", args.steps,
                              dict(os.environ, DQNX_CACHE_DIR=str(cold_cache)))
     log(f"{system}: cold compile cache, seed 0 -> {cold}")
-    # Untimed: fills the ordinary compilation cache, so the timed runs below start warm.
     dqnx_until_solved(args.python, system, 0, tmp / f"{system}-warm-up", args.steps)
-    seeds = []
-    for seed in range(args.seeds):
-        row: dict[str, Any] = {"seed": seed}
-        row["to_solve"] = dqnx_until_solved(args.python, system, seed, tmp / f"{system}-{seed}-solve", args.steps)
-        row["full"] = dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-full", args.steps)
-        if args.double_budget and "budget" in row["full"]:
-            row["double"] = dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-double", 2 * row["full"]["budget"])
-        log(f"{system}: seed {seed} -> {row}")
-        seeds.append(row)
-    return {"cold": cold, "per_seed": seeds, **summarize(seeds, wall_key="wall_seconds")}
+    return cold
+
+
+def dqnx_seed(system: str, seed: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"seed": seed}
+    row["to_solve"] = dqnx_until_solved(args.python, system, seed, tmp / f"{system}-{seed}-solve", args.steps)
+    row["full"] = dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-full", args.steps)
+    return row
+
+
+def dqnx_double(system: str, row: dict[str, Any], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    if "budget" not in row["full"]:
+        return {"error": "the full-budget run failed"}
+    seed = row["seed"]
+    return dqnx_stability(args.python, system, seed, tmp / f"{system}-{seed}-double", 2 * row["full"]["budget"])
 
 
 # --------------------------------------------------------------------------- sb3 side
@@ -183,22 +189,16 @@ def sb3_run(args: argparse.Namespace, seed: int, budget: int, tmp: Path) -> dict
     return {**json.loads(result.read_text()), "process_seconds": round(wall, 3)}
 
 
-def bench_sb3(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    seeds = []
-    for seed in range(args.seeds):
-        budget = args.steps or SB3_BUDGET
-        full = sb3_run(args, seed, budget, tmp)
-        # One run gives both: the clock stops at its first solving evaluation, unsolved runs count whole.
-        solved = full.get("wall_to_solve") is not None
-        row: dict[str, Any] = {"seed": seed, "full": full, "to_solve": {
-            "solved": solved, "steps_to_solve": full.get("steps_to_solve"), "env_steps": full.get("budget"),
-            "wall_seconds": full["wall_to_solve"] if solved else full.get("timed_seconds_total"),
-            **({"error": full["error"]} if "error" in full else {})}}
-        if args.double_budget:
-            row["double"] = sb3_run(args, seed, 2 * budget, tmp)
-        log(f"sb3: seed {seed} -> {row}")
-        seeds.append(row)
-    return {"per_seed": seeds, **summarize(seeds, wall_key="wall_seconds")}
+def sb3_seed(seed: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    budget = args.steps or SB3_BUDGET
+    full = sb3_run(args, seed, budget, tmp)
+    # One run gives both: the clock stops at its first solving evaluation, unsolved runs count whole.
+    solved = full.get("wall_to_solve") is not None
+    row: dict[str, Any] = {"seed": seed, "full": full, "to_solve": {
+        "solved": solved, "steps_to_solve": full.get("steps_to_solve"), "env_steps": full.get("budget"),
+        "wall_seconds": full["wall_to_solve"] if solved else full.get("timed_seconds_total"),
+        **({"error": full["error"]} if "error" in full else {})}}
+    return row
 
 
 # --------------------------------------------------------------------------- figures
@@ -207,6 +207,8 @@ def bench_sb3(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def summarize(seeds: list[dict[str, Any]], wall_key: str) -> dict[str, Any]:
     """Solved counts and medians over seeds, an unsolved seed counting as its whole budget."""
     solve = [s["to_solve"] for s in seeds if "error" not in s["to_solve"]]
+    if not seeds:
+        return {"seeds": 0, "errors": 0, "solved_during_run": 0, "median_steps_to_solve": None, "median_wall_to_solve": None}
     out: dict[str, Any] = {
         "seeds": len(seeds),
         "errors": sum("error" in s["to_solve"] or "error" in s.get("full", {}) for s in seeds),
@@ -265,42 +267,44 @@ def fmt(x: Any, spec: str = ".1f") -> str:
 
 
 def report(results: dict[str, Any]) -> str:
+    """The table, from the results so far: medians and counts over the seeds each system finished."""
+    machine = results["machine"]
+    state = "finished" if results.get("finished") else "NOT finished (stopped early: the seeds each system finished)"
     lines = [
-        "=" * 88,
+        "=" * 100,
         "CartPole-v1: PQN vs dqnx DQN vs Stable-Baselines3 DQN (zoo), one process per seed",
-        f"machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}; load average at start "
-        f"{results['machine']['loadavg_start']}, at end {results['machine']['loadavg_end']}",
-        f"dqnx code: {results['code']}; benchmark took {results['benchmark_seconds']:.0f} s",
-        "=" * 88,
-        f"{'system':8} {'budget':>8} {'solved best/last':>17} {'2x budget best/last':>20} "
-        f"{'median steps':>13} {'median wall s':>14} {'cold wall s':>12}",
+        f"machine: {machine['cpus']} CPUs, {machine['platform']}; load average (1, 5, 15 min) at start "
+        f"{machine['loadavg_start']}, at the last save {machine.get('loadavg_end')}",
+        f"dqnx code: {results['code']}; benchmark {state}, {results.get('benchmark_seconds', 0):.0f} s",
+        "=" * 100,
+        f"{'system':7} {'seeds':>5} {'budget':>8} {'solved best/last':>17} {'2x budget best/last':>20} "
+        f"{'solved':>6} {'median steps':>12} {'median wall s':>13} {'cold wall s':>11}",
     ]
-    for name in ("pqn", "dqn", "sb3"):
-        r = results.get(name)
-        if not r:
-            continue
+    summaries = {name: summarize(results[name]["per_seed"], wall_key="wall_seconds")
+                 for name in ("pqn", "dqn", "sb3") if name in results}
+    for name, r in summaries.items():
         full, double = r.get("full", {}), r.get("double")
+        solved = f"{full['best_solved']}/{full['last_solved']}" if full else "-"
         twice = f"{double['best_solved']}/{double['last_solved']} of {double['runs']}" if double else "-"
-        cold = r.get("cold", {}).get("wall_seconds")
+        cold = results[name].get("cold", {}).get("wall_seconds")
         lines.append(
-            f"{name:8} {fmt(full.get('budget')):>8} {str(full.get('best_solved', '-')) + '/' + str(full.get('last_solved', '-')) + ' of ' + str(r['seeds']):>17} "
-            f"{twice:>20} {fmt(r['median_steps_to_solve'], '.0f'):>13} {fmt(r['median_wall_to_solve'], '.2f'):>14} "
-            f"{fmt(cold, '.2f'):>12}")
-    if results.get("pqn") and results.get("sb3"):
-        ratio = results["sb3"]["median_wall_to_solve"] / results["pqn"]["median_wall_to_solve"]
-        lines.append(f"median wall to a solved agent, sb3 / pqn: {ratio:.1f}x")
-    if results.get("pqn") and results.get("dqn"):
-        ratio = results["dqn"]["median_wall_to_solve"] / results["pqn"]["median_wall_to_solve"]
-        lines.append(f"median wall to a solved agent, dqn / pqn: {ratio:.1f}x")
+            f"{name:7} {r['seeds']:>5} {fmt(full.get('budget')):>8} {solved:>17} {twice:>20} {r['solved_during_run']:>6} "
+            f"{fmt(r['median_steps_to_solve'], '.0f'):>12} {fmt(r['median_wall_to_solve'], '.2f'):>13} {fmt(cold, '.2f'):>11}"
+            + (f"  ({r['errors']} failed)" if r["errors"] else ""))
+    walls = {name: r["median_wall_to_solve"] for name, r in summaries.items() if r["median_wall_to_solve"]}
+    for slow, fast in (("sb3", "pqn"), ("dqn", "pqn"), ("sb3", "dqn")):
+        if slow in walls and fast in walls:
+            lines.append(f"median wall to a solved agent, {slow} / {fast}: {walls[slow] / walls[fast]:.1f}x")
     for row in results.get("throughput", []):
         lines.append(f"PQN compiled loop, {row['seeds']} seed(s) in one program: "
                      f"{fmt(row.get('env_steps_per_second'), '.0f')} env steps/s {row.get('error', '')}")
     lines += [
-        "solved best/last: seeds whose best / last weights average >= 475 over 100 fresh greedy episodes.",
+        "solved best/last: seeds whose best / last weights average >= 475 over 100 fresh greedy episodes",
+        "(full budget; then twice the budget). solved: seeds whose periodic evaluation reached 475 in the run.",
         "median steps / wall: to the first evaluation >= 475, an unsolved seed counting as its whole budget;",
         "dqnx wall = a --until-solved process from spawn to exit; sb3 wall = spawn to its first solving",
         "evaluation, its evaluations excluded. Cold: an empty JAX compilation cache (seed 0, not in the medians).",
-        "Timings share the machine with whatever else runs: compare ratios from one invocation.",
+        "Timings share the machine with whatever else runs (see the load averages): compare ratios from one invocation.",
     ]
     return "\n".join(lines)
 
@@ -316,9 +320,10 @@ def main() -> None:
     ap.add_argument("--throughput-seeds", type=int, nargs="+", default=list(THROUGHPUT_SEEDS),
                     help="seed counts of the throughput part (default 1 16)")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch threads of the sb3 workers (cartpole.py's default)")
-    ap.add_argument("--json-out", type=Path, help="also write every figure as JSON here")
+    ap.add_argument("--json-out", type=Path, help="also write every figure as JSON here, rewritten after every seed")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
     ap.add_argument("--python", default=sys.executable, help="interpreter with dqnx (and the bench extra) installed")
+    ap.add_argument("--report-from", type=Path, help="print the table of a results file (--json-out), finished or not")
     ap.add_argument("--sb3-worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--spawn-time", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=int, help=argparse.SUPPRESS)
@@ -333,29 +338,76 @@ def main() -> None:
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
 
+    if args.report_from is not None:
+        print(report(json.loads(args.report_from.read_text())))
+        return
+    run_benchmark(args)
+
+
+def save(results: dict[str, Any], path: Path | None) -> None:
+    """Write the results so far (atomically: a killed benchmark leaves its last whole file)."""
+    if path is None:
+        return
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(results, indent=2))
+    os.replace(partial, path)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
+    """Seed by seed, every system on that seed before the next seed, and the runs of twice the
+    budget after all seeds: a benchmark stopped early still compares the systems on the same
+    seeds, and each finished seed is saved at once."""
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="dqnx-bench-pqn-"))
     log(f"run directories under {tmp}")
-    results: dict[str, Any] = {"argv": sys.argv[1:], "code": code_state(), "machine": {
-        "cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]}}
+    # PQN and its peer first: a benchmark stopped early has their comparison on the most seeds.
+    systems = [name for name in ("pqn", "sb3", "dqn") if name not in args.skip]
+    results: dict[str, Any] = {"argv": sys.argv[1:], "code": code_state(), "finished": False, "machine": {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_start": loadavg()}}
+    for name in systems:
+        results[name] = {"per_seed": []}
+
+    def checkpoint() -> None:
+        results["machine"]["loadavg_end"] = loadavg()
+        results["benchmark_seconds"] = round(time.perf_counter() - started, 1)
+        save(results, args.json_out)
+
     try:
-        for system in DQNX_SYSTEMS:
-            if system not in args.skip:
-                results[system] = bench_dqnx(system, args, tmp)
-        if "sb3" not in args.skip:
-            results["sb3"] = bench_sb3(args, tmp)
+        for name in systems:
+            if name in DQNX_SYSTEMS:
+                results[name]["cold"] = dqnx_cold_and_warm_up(name, args, tmp)
         if "throughput" not in args.skip:
             results["throughput"] = bench_throughput(args)
+        checkpoint()
+        for seed in range(args.seeds):
+            for name in systems:
+                row = sb3_seed(seed, args, tmp) if name == "sb3" else dqnx_seed(name, seed, args, tmp)
+                row["loadavg_after"] = loadavg()
+                log(f"{name}: seed {seed} -> {row}")
+                results[name]["per_seed"].append(row)
+                checkpoint()
+        # Twice the budget last: stopped early, the benchmark has the main table for every seed it reached.
+        for seed in range(args.seeds if args.double_budget else 0):
+            for name in systems:
+                row = results[name]["per_seed"][seed]
+                budget = args.steps or SB3_BUDGET
+                row["double"] = sb3_run(args, seed, 2 * budget, tmp) if name == "sb3" else dqnx_double(name, row, args, tmp)
+                row["double"]["loadavg_after"] = loadavg()
+                log(f"{name}: seed {seed}, twice the budget -> {row['double']}")
+                checkpoint()
+        results["finished"] = True
+        checkpoint()
     finally:
         if args.keep:
             log(f"kept the run directories in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    results["benchmark_seconds"] = round(time.perf_counter() - started, 1)
     print(report(results), flush=True)
     if args.json_out:
-        args.json_out.write_text(json.dumps(results, indent=2))
         log(f"results written to {args.json_out}")
 
 
