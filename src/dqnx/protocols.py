@@ -46,7 +46,9 @@ class Batch(NamedTuple):
     that rebuilds stacked frames needs to know where episodes start. Sampled batches
     leave it None. `next_mask` is the legal-action mask [batch, num_actions] of
     `next_obs` (None when the environment has no masks): targets maximise over legal
-    actions only.
+    actions only. `act_state` is the policy's state before it acted on `obs` (a
+    recurrent learner's hidden state, which its sequence replay keeps at each step);
+    None for feed-forward learners.
     """
 
     obs: Any
@@ -56,6 +58,7 @@ class Batch(NamedTuple):
     terminated: Any
     episode_end: Any = None
     next_mask: Any = None
+    act_state: Any = None
 
 
 class Rollout(NamedTuple):
@@ -81,6 +84,36 @@ def _stateless(num_envs: int) -> tuple:
     return ()
 
 
+def stored_act_state(act_state: Any) -> Any:
+    """What a `Batch` carries of the policy's state: the state itself for a recurrent
+    policy, None for a feed-forward one (whose act state `()` has no arrays)."""
+    import jax
+
+    return act_state if jax.tree.leaves(act_state) else None
+
+
+def reset_act_state(learner: "Learner", act_state: Any, episode_start: Any) -> Any:
+    """`act_state` with the rows of envs whose next observation starts an episode
+    (`episode_start` [num_envs] bool) set back to the learner's initial state, so no
+    memory crosses from one episode into the next. Feed-forward: `()` unchanged."""
+    if stored_act_state(act_state) is None:
+        return act_state
+    import jax
+    import jax.numpy as jnp
+
+    initial = learner.init_act_state(episode_start.shape[0])
+    return jax.tree.map(lambda fresh, old: jnp.where(episode_start.reshape((-1,) + (1,) * (old.ndim - 1)), fresh, old),
+                        initial, act_state)
+
+
+def step_q_values(learner: "Learner", params: Any, act_state: Any, obs: Any) -> tuple[Any, Any]:
+    """(Q(s, .), next act state) of one step of the greedy policy: a recurrent learner's
+    `recurrent_q`, else its `q_values` with the act state passed through."""
+    if learner.recurrent_q is None:
+        return learner.q_values(params, obs), act_state
+    return learner.recurrent_q(params, act_state, obs)
+
+
 class Learner(NamedTuple):
     """An agent as the training loop sees it (see the module docstring for each call).
 
@@ -91,6 +124,10 @@ class Learner(NamedTuple):
     init_act_state(num_envs) -> act_state   () for feed-forward agents
     rollout_length: 1 learns from each iteration's transitions (a Batch), T > 1 from
         rollouts of T iterations (a Rollout)
+    recurrent_q(params, act_state, obs) -> (Q(s, .), act_state): one step of a recurrent
+        Q-network (None for feed-forward agents); `q_values` is then Q at an episode's
+        first step (the initial act state). Evaluation carries the state through the
+        episode (`step_q_values`).
     """
 
     init: Callable[[Any], Any]
@@ -99,6 +136,7 @@ class Learner(NamedTuple):
     q_values: Callable[[Any, Any], Any]
     init_act_state: Callable[[int], Any] = _stateless
     rollout_length: int = 1
+    recurrent_q: Callable[..., tuple[Any, Any]] | None = None
 
 
 class JaxEnvProtocol(Protocol):

@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import optax
 
 from dqnx.agents.exploration import epsilon_at, epsilon_greedy, greedy
-from dqnx.agents.networks import QNetwork, make_network
+from dqnx.agents.networks import QNetwork, RecurrentQNetwork, initial_memory, make_network
 from dqnx.config import DQNConfig, hyperparameters
 from dqnx.protocols import Batch, Learner
 
 __all__ = ["QNetwork", "Batch", "AgentState", "DQN", "make_dqn", "make_dqn_learner", "td_target", "q_lambda_returns",
-           "td_loss", "epsilon_at",
+           "td_loss", "epsilon_at", "sequence_returns",
            "categorical_projection", "categorical_target", "boltzmann"]
 
 
@@ -140,6 +140,35 @@ def greedy_next_action(next_q_target: jax.Array, next_q_online: jax.Array | None
     """a* of the bootstrap: the target network's argmax, or the online one's (Double DQN),
     over the legal actions of `next_mask` when given."""
     return greedy(next_q_target if next_q_online is None else next_q_online, next_mask)
+
+
+def sequence_returns(reward: jax.Array, episode_end: jax.Array, valid: jax.Array, n: int,
+                     gamma: float | jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """n-step returns inside replayed sequences [batch, T]: (reward sum, last step summed, gamma^steps).
+
+    Step t sums gamma^k r_{t+k} for k = 0 .. h-1, where h stops at the first of: n steps;
+    the step after an episode's end; the sequence's end; a padded (not `valid`) step. The
+    target bootstraps from the successor of the last step summed (`last`), with weight
+    gamma^h, or not at all when that step terminated. Padded steps themselves give
+    (0, t, gamma): the loss masks them out.
+
+    Three steps, an episode ends at step 1 (n = 2, gamma = 0.5, every reward 1): step 0 sums
+    two rewards, step 1 stops at the end, step 2 at the sequence's end.
+
+    >>> sequence_returns(jnp.ones((1, 3)), jnp.array([[False, True, False]]), jnp.ones((1, 3), bool), 2, 0.5)
+    (Array([[1.5, 1. , 1. ]], dtype=float32), Array([[1, 1, 2]], dtype=int32), Array([[0.25, 0.5 , 0.5 ]], dtype=float32))
+    """
+    length = reward.shape[1]
+    k = jnp.arange(n)
+    ahead = jnp.arange(length)[:, None] + k[None, :]  # [T, n]: the steps each step's return may sum
+    inside = jnp.minimum(ahead, length - 1)
+    ends = episode_end[:, inside]  # [batch, T, n]
+    ended_before = (jnp.cumsum(ends, axis=-1) - ends) > 0
+    included = (ahead < length)[None] & valid[:, inside] & ~ended_before  # a prefix of each row
+    steps = jnp.maximum(included.sum(axis=-1), 1)
+    summed = jnp.sum(jnp.where(included, gamma ** k.astype(jnp.float32) * reward[:, inside], 0.0), axis=-1)
+    last = (jnp.arange(length)[None, :] + steps - 1).astype(jnp.int32)
+    return summed.astype(jnp.float32), last, (gamma ** steps.astype(jnp.float32)).astype(jnp.float32)
 
 
 def categorical_projection(next_probs: jax.Array, reward: jax.Array, discount: jax.Array,
@@ -284,23 +313,44 @@ class DQN(NamedTuple):
     q_values: Callable[[Any, jax.Array], jax.Array]
     act: Callable[..., tuple[jax.Array, Any]]
     update: Callable[..., tuple[AgentState, dict[str, jax.Array]]]
+    init_memory: Callable[[int], Any] | None = None  # recurrent: the memory of `batch` episodes' starts
+    recurrent_q: Callable[..., tuple[jax.Array, Any]] | None = None  # recurrent: (params, memory, obs) -> (Q, memory)
+    unroll: Callable[..., tuple[Any, jax.Array, Any]] | None = None  # recurrent: Q over sequences (see make_dqn)
+    sequence_loss: Callable[..., tuple[jax.Array, dict]] | None = None  # recurrent: the loss of replayed sequences
 
 
 def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, obs_dtype: Any = jnp.float32,
              image_layout: str | None = None) -> DQN:
-    """The network, acting, the loss and the update of one configured DQN, as pure functions."""
+    """The network, acting, the loss and the update of one configured DQN, as pure functions.
+
+    With `config.memory` 'gru' or 'lstm' the network is recurrent (RecurrentQNetwork): acting
+    carries its memory in the act state, and the update learns from replayed sequences
+    (`recurrent_loss_fn`: burn-in, resets at episode starts, padding masked).
+    """
     atoms = config.num_atoms if config.distributional else 1
-    network = make_network(
-        config.network, num_actions, tuple(config.hidden_sizes), obs_shape, image_layout,
-        activation=config.activation, layer_norm=config.layer_norm, q_head=config.q_head,
-        head_sizes=tuple(config.head_sizes), dueling=config.dueling, noisy=config.noisy,
-        noisy_sigma0=config.noisy_sigma0, num_atoms=atoms,
-    )
+    recurrent = config.memory != "none"
+    if recurrent:
+        network: nn.Module = RecurrentQNetwork(
+            num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes), memory=config.memory,
+            memory_size=config.memory_size, activation=config.activation, layer_norm=config.layer_norm,
+            dueling=config.dueling)
+    else:
+        network = make_network(
+            config.network, num_actions, tuple(config.hidden_sizes), obs_shape, image_layout,
+            activation=config.activation, layer_norm=config.layer_norm, q_head=config.q_head,
+            head_sizes=tuple(config.head_sizes), dueling=config.dueling, noisy=config.noisy,
+            noisy_sigma0=config.noisy_sigma0, num_atoms=atoms,
+        )
     support = jnp.linspace(config.v_min, config.v_max, atoms)  # C51's atoms (unused otherwise)
     total_updates = total_gradient_updates(config)
 
+    def init_memory(batch: int) -> Any:
+        """The recurrent state of `batch` episodes at their start (the act state of a recurrent DQN)."""
+        return initial_memory(config.memory, batch, config.memory_size)
+
     def init(key: jax.Array) -> AgentState:
-        params = network.init(key, jnp.zeros((1, *obs_shape), obs_dtype))
+        dummy = jnp.zeros((1, *obs_shape), obs_dtype)
+        params = network.init(key, init_memory(1), dummy) if recurrent else network.init(key, dummy)
         return AgentState(
             params=params,
             target_params=params,
@@ -318,16 +368,29 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
     def expected(out: jax.Array) -> jax.Array:
         return (jax.nn.softmax(out, axis=-1) * support).sum(-1) if config.distributional else out
 
+    def recurrent_q(params: Any, memory: Any, obs: jax.Array) -> tuple[jax.Array, Any]:
+        """(Q(s, .), memory after s): one step of the recurrent network from `memory`."""
+        memory, q = network.apply(params, memory, obs)
+        return q, memory
+
     def q_values(params: Any, obs: jax.Array) -> jax.Array:
-        """Q(s, .) of the mean network (noise off): what the greedy policy maximises."""
+        """Q(s, .) of the mean network (noise off): what the greedy policy maximises.
+        Recurrent: Q at an episode's first step (from the initial memory)."""
+        if recurrent:
+            return recurrent_q(params, init_memory(obs.shape[0]), obs)[0]
         return expected(outputs(params, obs))
 
     def act(params: Any, act_state: Any, obs: jax.Array, mask: jax.Array | None, key: jax.Array, epsilon: jax.Array,
             hyper: dict[str, Any] | None = None) -> tuple[jax.Array, Any]:
         """Exploring actions for a batch of observations: epsilon-greedy, or Boltzmann with
         temperature * epsilon; a noisy network acts on a fresh noise sample. Feed-forward:
-        `act_state` passes through unchanged."""
-        q = expected(outputs(params, obs, jax.random.fold_in(key, 1))) if config.noisy else q_values(params, obs)
+        `act_state` passes through unchanged; recurrent: it is the memory, stepped on `obs`."""
+        if recurrent:
+            q, act_state = recurrent_q(params, act_state, obs)
+        elif config.noisy:
+            q = expected(outputs(params, obs, jax.random.fold_in(key, 1)))
+        else:
+            q = q_values(params, obs)
         if config.exploration == "boltzmann":
             return boltzmann(q, key, hyperparameters(config, hyper)["temperature"] * epsilon, mask), act_state
         return epsilon_greedy(q, key, epsilon, mask), act_state
@@ -357,6 +420,60 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
         loss, td_abs = weighted_mean(per_sample, jnp.abs(q_taken - target), weight)
         return loss, {"q_mean": q_taken.mean(), "td_abs": td_abs, "priority": priority}
 
+    # 2.-3. for a recurrent network: the target and the loss over replayed sequences
+    def unroll(params: Any, memory: Any, obs: jax.Array, first: jax.Array) -> tuple[Any, jax.Array, Any]:
+        """Run the network over sequences obs [batch, T, ...] from `memory`, resetting it to the
+        initial memory at `first` steps: (final memory, Q [batch, T, actions], memory after each step [T, batch, ...])."""
+        def step(memory, inputs):
+            obs_t, first_t = inputs
+            memory = jax.tree.map(lambda m, zero: jnp.where(first_t[:, None], zero, m), memory, init_memory(first_t.shape[0]))
+            memory, q = network.apply(params, memory, obs_t)
+            return memory, (q, memory)
+
+        memory, (q, after) = jax.lax.scan(step, memory, (jnp.swapaxes(obs, 0, 1), jnp.swapaxes(first, 0, 1)))
+        return memory, jnp.swapaxes(q, 0, 1), after
+
+    def unroll_with_next(params: Any, memory: Any, seq: Any) -> tuple[jax.Array, jax.Array]:
+        """(Q(s_t, .), Q(s'_t, .)) [batch, T, actions]: Q of each step's true successor s'_t (also after
+        a truncation) is one more step from the memory after step t, before any reset."""
+        _, q, after = unroll(params, memory, seq.obs, seq.first)
+        steps, batch = seq.obs.shape[1], seq.obs.shape[0]
+        flat = lambda x: x.reshape(steps * batch, *x.shape[2:])  # noqa: E731  [T, batch, ...] -> [T * batch, ...]
+        _, next_q = network.apply(params, jax.tree.map(flat, after), flat(jnp.swapaxes(seq.next_obs, 0, 1)))
+        return q, jnp.swapaxes(next_q.reshape(steps, batch, -1), 0, 1)
+
+    def recurrent_loss_fn(params: Any, target_params: Any, seq: Any, key: jax.Array, gamma: jax.Array,
+                          weight: jax.Array | None):
+        """The TD loss of replayed sequences (replay/sequences.py), R2D2's way: both networks
+        unroll from the stored start state; the first `burn_in` steps only warm the memory up
+        (no loss, and stop_gradient: no gradient flows through them); n-step targets stay
+        inside each sequence and episode (`sequence_returns`); padded steps are masked out.
+        Priority per sequence: 0.9 max + 0.1 mean |TD error| (R2D2's eta = 0.9)."""
+        burn = config.burn_in
+        memory = target_memory = seq.start_state
+        if burn:
+            memory = jax.lax.stop_gradient(unroll(params, memory, seq.obs[:, :burn], seq.first[:, :burn])[0])
+            target_memory = unroll(target_params, target_memory, seq.obs[:, :burn], seq.first[:, :burn])[0]
+        train = seq._replace(start_state=None)
+        train = jax.tree.map(lambda x: x[:, burn:], train)
+        q, next_online = unroll_with_next(params, memory, train)
+        _, next_target = unroll_with_next(target_params, target_memory, train)
+        reward, last, discount = sequence_returns(train.reward, train.episode_end, train.valid, config.n_step, gamma)
+        rows = jnp.arange(last.shape[0])[:, None]
+        at_last = lambda x: None if x is None else x[rows, last]  # noqa: E731
+        target = jax.lax.stop_gradient(td_target(
+            reward, at_last(train.terminated), at_last(next_target), discount,
+            at_last(next_online) if config.double_dqn else None, at_last(train.next_mask)))
+        q_taken = jnp.take_along_axis(q, train.action.astype(jnp.int32)[..., None], -1)[..., 0]
+        error = q_taken - target
+        valid = train.valid.astype(jnp.float32)
+        scale = valid if weight is None else valid * weight[:, None]
+        loss, td_abs = weighted_mean(elementwise_loss(error, config.loss).ravel(), jnp.abs(error).ravel(), scale.ravel())
+        abs_error = jnp.where(train.valid, jnp.abs(error), 0.0)
+        priority = 0.9 * abs_error.max(axis=1) + 0.1 * abs_error.sum(axis=1) / jnp.maximum(valid.sum(axis=1), 1.0)
+        q_mean = (q_taken * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+        return loss, {"q_mean": q_mean, "td_abs": td_abs, "priority": priority}
+
     # 4. the update
     def update(state: AgentState, batch: Batch, key: jax.Array | None = None, discount: jax.Array | None = None,
                weight: jax.Array | None = None, hyper: dict[str, Any] | None = None
@@ -369,12 +486,16 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
         metrics["priority"] is per sample: |TD error| (C51: the cross-entropy).
         """
         values = hyperparameters(config, hyper)
-        if discount is None:
+        if discount is None and not recurrent:
             discount = jnp.full(batch.reward.shape, values["gamma"], jnp.float32)
         if key is None:
             key = jax.random.PRNGKey(0)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch, key, discount, weight)
+        if recurrent:  # `batch` holds sequences; n-step discounts are computed inside them
+            (loss, aux), grads = jax.value_and_grad(recurrent_loss_fn, has_aux=True)(
+                state.params, state.target_params, batch, key, values["gamma"], weight)
+        else:
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, state.target_params, batch, key, discount, weight)
         changes, opt_state = make_optimizer(config, total_updates, values).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, changes)
         updates = state.updates + 1
@@ -382,7 +503,9 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
         new_state = AgentState(params=params, target_params=target_params, opt_state=opt_state, updates=updates)
         return new_state, {"loss": loss, **aux}
 
-    return DQN(config=config, network=network, init=init, q_values=q_values, act=act, update=update)
+    return DQN(config=config, network=network, init=init, q_values=q_values, act=act, update=update,
+               init_memory=init_memory if recurrent else None, recurrent_q=recurrent_q if recurrent else None,
+               unroll=unroll if recurrent else None, sequence_loss=recurrent_loss_fn if recurrent else None)
 
 
 # --- 5. The learner: replay and the training cadence around `update` -------------------
@@ -416,13 +539,16 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
     replay samples by priority (replay/prioritized.py).
     """
     from dqnx.errors import UsageError
-    from dqnx.replay import frames, nstep, prioritized, uniform
+    from dqnx.replay import frames, nstep, prioritized, sequences, uniform
 
     obs_dtype = jnp.dtype(obs_dtype)
     dqn = make_dqn(config, obs_shape, num_actions, obs_dtype, image_layout)
     n = config.num_envs
     capacity = config.buffer_size if config.replay else n
-    replay_module = frames if (frame_stack and config.replay) else uniform
+    recurrent = config.memory != "none"
+    replay_module = sequences if recurrent else frames if (frame_stack and config.replay) else uniform
+    if recurrent and frame_stack:
+        raise UsageError(f"memory={config.memory} does not take stacked-frame (Atari) observations; use memory=none")
     monte_carlo = config.target == "monte_carlo"
     multi_step = config.n_step > 1 or monte_carlo
     if replay_module is frames and (multi_step or config.prioritized):
@@ -434,6 +560,10 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
     def init(key: jax.Array) -> DQNLearnerState:
         if replay_module is frames:
             replay = frames.init_frame_replay(capacity, n, obs_shape, mask_actions=num_actions if masked else None)
+        elif recurrent:
+            one_state = jax.tree.map(lambda x: x[0], dqn.init_memory(1))
+            replay = sequences.init_sequence_replay(capacity, obs_shape, obs_dtype, one_state,
+                                                    mask_actions=num_actions if masked else None)
         else:
             replay = uniform.init_replay(capacity, obs_shape, obs_dtype, episode_ends=multi_step,
                                          mask_actions=num_actions if masked else None)
@@ -448,6 +578,8 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
             index, weight = prioritized.sample(priorities, replay.size, key, config.batch_size, values["per_alpha"], beta)
         else:
             index, weight = uniform.sample_index(replay, key, config.batch_size), None
+        if recurrent:  # sequences of burn_in + sequence_length steps from the sampled start slots
+            return sequences.sample_sequences(replay, index, config.burn_in + config.sequence_length, n), index, None, weight
         if not multi_step:
             return jax.tree.map(lambda store: store[index], replay.storage)._replace(episode_end=None), index, None, weight
         ahead = nstep.multi_step(replay, index, horizon, n, values["gamma"])
@@ -491,11 +623,16 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
         replay = replay_module.add(state.replay, fresh)
         after = env_steps + n
         # PER's importance-sampling exponent, annealed linearly from per_beta to 1 over the run.
-        beta = values["per_beta"] + (1.0 - values["per_beta"]) * jnp.minimum(after / config.total_steps, 1.0)
+        # (Without PER a constant: total_steps then stays out of the program, so runs of other lengths share its compilation.)
+        beta = (values["per_beta"] + (1.0 - values["per_beta"]) * jnp.minimum(after / config.total_steps, 1.0)
+                if config.prioritized else jnp.ones((), jnp.float32))
         do_train = (after >= config.learning_starts) & (after // config.train_freq > env_steps // config.train_freq)
         # The hyperparameters are bound, not passed as operands: plain numbers stay compile-time constants.
         agent, priorities, metrics = jax.lax.cond(
             do_train, functools.partial(train_phase, values), skip_phase, state.agent, replay, priorities, fresh, key, beta)
         return DQNLearnerState(agent=agent, replay=replay, priorities=priorities), metrics
 
+    if recurrent:
+        return Learner(init=init, act=dqn.act, learn=learn, q_values=dqn.q_values, init_act_state=dqn.init_memory,
+                       recurrent_q=dqn.recurrent_q)
     return Learner(init=init, act=dqn.act, learn=learn, q_values=dqn.q_values)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from dqnx.config import RunConfig, hyperparameters
+from dqnx.protocols import step_q_values
 
 
 def epsilon_at(config: RunConfig, env_step: jax.Array, hyper: dict[str, jax.Array] | None = None) -> jax.Array:
@@ -90,12 +91,22 @@ def evaluation_action(config: RunConfig, learner, params, obs: jax.Array, key: j
     or sampled from softmax(Q / config.eval_temperature) with eval_temperature > 0.
 
     Both stochastic policies read only Q(s, .), so they mean the same for every agent
-    (and a noisy network is evaluated with its mean weights).
+    (and a noisy network is evaluated with its mean weights). A recurrent learner acts
+    from its initial memory here; `evaluation_step` carries its memory through an episode.
     """
-    q_values = learner.q_values(params, obs)
+    return evaluation_step(config, learner, params, (), obs, key, mask)[0]
+
+
+def evaluation_step(config: RunConfig, learner, params, act_state, obs: jax.Array, key: jax.Array,
+                    mask: jax.Array | None = None) -> tuple[jax.Array, object]:
+    """(`evaluation_action`'s actions, the next act state): one step of the evaluation policy
+    that carries a recurrent learner's memory (`act_state`, from `learner.init_act_state`)."""
+    if learner.recurrent_q is not None and not jax.tree.leaves(act_state):
+        act_state = learner.init_act_state(obs.shape[0])
+    q_values, act_state = step_q_values(learner, params, act_state, obs)
     if config.eval_temperature > 0:
         logits = q_values / config.eval_temperature
-        return jax.random.categorical(key, logits if mask is None else jnp.where(mask, logits, -jnp.inf), axis=-1)
+        return jax.random.categorical(key, logits if mask is None else jnp.where(mask, logits, -jnp.inf), axis=-1), act_state
     if config.eval_epsilon > 0:
-        return epsilon_greedy(q_values, key, config.eval_epsilon, mask)
-    return greedy(q_values, mask)
+        return epsilon_greedy(q_values, key, config.eval_epsilon, mask), act_state
+    return greedy(q_values, mask), act_state

@@ -20,6 +20,7 @@ Q = V + A - mean_a A. Noisy networks replace every dense layer with `NoisyDense`
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -223,3 +224,46 @@ def _image_size(obs_shape: tuple[int, ...], layout: str | None) -> tuple[int, in
     if len(obs_shape) != 3:
         return 0, 0
     return tuple(obs_shape[1:]) if layout == "CHW" else tuple(obs_shape[:2])
+
+
+class RecurrentQNetwork(nn.Module):
+    """One step of a recurrent Q-network: (memory, observation) -> (memory, Q(s, .)).
+
+    The MLP of `hidden_sizes` (as QNetwork's), then flax's recurrent cell (`memory`:
+    'gru' is nn.GRUCell, 'lstm' nn.OptimizedLSTMCell) of `memory_size` units, then the
+    Q head (dueling optional). The memory is the cell's carry: an array [batch,
+    memory_size] for a GRU, a (cell, hidden) pair for an LSTM; `initial_memory` builds
+    the zeros an episode starts from. Sequences are unrolled by the caller
+    (agents/dqn.py), one call per step.
+    """
+
+    num_actions: int
+    hidden_sizes: tuple[int, ...]
+    memory: str = "gru"
+    memory_size: int = 64
+    activation: str = "relu"
+    layer_norm: bool = False
+    dueling: bool = False
+
+    @nn.compact
+    def __call__(self, memory: Any, obs: jax.Array) -> tuple[Any, jax.Array]:
+        act = ACTIVATIONS[self.activation]
+        x = _as_float(obs).reshape(obs.shape[0], -1)
+        for width in self.hidden_sizes:
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        cell = nn.GRUCell(self.memory_size) if self.memory == "gru" else nn.OptimizedLSTMCell(self.memory_size)
+        memory, x = cell(memory, x)
+        q = nn.Dense(self.num_actions)(x)
+        if self.dueling:
+            q = dueling_combine(nn.Dense(1)(x), q)
+        return memory, q
+
+
+def initial_memory(kind: str, batch: int, size: int) -> Any:
+    """The zero carry of `batch` episodes' starts: [batch, size] (GRU), or a (cell, hidden) pair (LSTM),
+    the layout of flax's GRUCell and OptimizedLSTMCell."""
+    zeros = jnp.zeros((batch, size), jnp.float32)
+    return zeros if kind == "gru" else (zeros, zeros)

@@ -159,6 +159,12 @@ class DQNConfig(RunConfig):
     exploration: str = _doc("'epsilon_greedy', or 'boltzmann': sample softmax(Q / T) with T = temperature * epsilon(t), so the epsilon schedule anneals the temperature.", default="epsilon_greedy")
     temperature: float = _doc("Boltzmann temperature at epsilon = 1 (exploration = boltzmann).", default=1.0)
 
+    # --- memory (recurrent Q-networks, R2D2-style) -----------------------------------
+    memory: str = _doc("'none' (a feed-forward Q-network), 'gru' or 'lstm': a recurrent cell after the hidden dense layers, for partially observable tasks. Acting and evaluation carry its hidden state through each episode (reset at an episode's start); replay samples sequences of burn_in + sequence_length steps with the hidden state stored at their start (Kapturowski et al. 2019, R2D2).", default="none")
+    memory_size: int = _doc("Width of the recurrent cell's hidden state (memory = gru or lstm).", default=64)
+    sequence_length: int = _doc("Steps of each replayed sequence that are learned from (memory = gru or lstm); a sequence may run across an episode's end (the hidden state resets there) and steps not yet collected are masked out of the loss.", default=20)
+    burn_in: int = _doc("Steps before each replayed sequence that only warm up the hidden state from the stored one (no loss, no gradient; memory = gru or lstm). R2D2 used 40 with sequences of 80.", default=10)
+
     # --- replay and update cadence -------------------------------------------------
     replay: bool = _doc("Experience replay. false = online mode: learn from each step's own transition(s).", default=True)
     buffer_size: int = _doc("Replay capacity in transitions (oldest overwritten first).", default=50_000)
@@ -231,7 +237,26 @@ class DQNConfig(RunConfig):
             raise UsageError("prioritized, n_step > 1 and target=monte_carlo need experience replay; set replay=true")
         if self.target == "monte_carlo" and self.n_step > 1:
             raise UsageError("target=monte_carlo already sums rewards to the episode's end; leave n_step at 1")
+        _choice(self, "memory", ("none", "gru", "lstm"))
+        if self.memory != "none":
+            self._validate_memory()
         return self
+
+    def _validate_memory(self) -> None:
+        for name in ("memory_size", "sequence_length"):
+            _positive(self, name)
+        if self.burn_in < 0:
+            raise UsageError(f"burn_in must be >= 0, got {self.burn_in}")
+        unsupported = [name for name, on in (
+            ("replay=false", not self.replay), ("distributional", self.distributional), ("noisy", self.noisy),
+            ("target=monte_carlo", self.target == "monte_carlo"), (f"q_head={self.q_head}", self.q_head != "per_action_output"),
+            (f"network={self.network}", self.network not in ("auto", "mlp"))) if on]
+        if unsupported:
+            raise UsageError(f"memory={self.memory} does not support {', '.join(unsupported)}; use memory=none with them, "
+                             "or leave them at their defaults")
+        if self.n_step > self.sequence_length:
+            raise UsageError(f"n_step ({self.n_step}) is longer than sequence_length ({self.sequence_length}); "
+                             "n-step returns are summed inside each replayed sequence: raise sequence_length")
 
 
 @dataclass(frozen=True)

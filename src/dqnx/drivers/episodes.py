@@ -46,43 +46,52 @@ class Steps(NamedTuple):
 
 def play_jax(env: Any, choose: Callable[..., tuple[jax.Array, Any]], reset_keys: jax.Array,
              step_keys: Callable[[jax.Array], jax.Array], record: bool = False,
-             masked: bool = False) -> tuple[jax.Array, Steps | None]:
+             masked: bool = False, policy_state: Any = None) -> tuple[jax.Array, Steps | None]:
     """(returns [episodes], Steps or None) of episodes reset with `reset_keys` [episodes].
 
     choose(obs [episodes, ...], t) -> (action, q or None); step_keys(t) -> the env step keys
     [episodes] of step t. Traceable: jit it, or call it inside a jitted function.
     masked: choose(obs, t, mask) also gets the legal actions [episodes, num_actions] (env.action_mask).
+    policy_state: a policy with a state between steps (a recurrent learner's memory, its
+    initial value given here): choose(..., policy_state=state) -> (action, q or None, state).
+    Only each env's first episode counts, so the state never needs a reset.
     """
     episodes = reset_keys.shape[0]
     obs, env_state = jax.vmap(env.reset)(reset_keys)
     horizon = env.max_episode_steps
+    stateful = policy_state is not None
 
-    def one_step(obs, env_state, t):
-        action, q = choose(obs, t, jax.vmap(env.action_mask)(env_state)) if masked else choose(obs, t)
+    def one_step(obs, env_state, policy_state, t):
+        args = (obs, t, jax.vmap(env.action_mask)(env_state)) if masked else (obs, t)
+        if stateful:
+            action, q, policy_state = choose(*args, policy_state=policy_state)
+        else:
+            action, q = choose(*args)
         next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(step_keys(t), env_state, action)
-        return next_obs, env_state, (obs, q, action, reward, terminated, truncated, final_obs)
+        return next_obs, env_state, policy_state, (obs, q, action, reward, terminated, truncated, final_obs)
 
     records = None
     if record:  # buffers shaped like one step's outputs, with a leading time axis
-        shapes = jax.eval_shape(one_step, obs, env_state, jnp.zeros((), jnp.int32))[2]
+        shapes = jax.eval_shape(one_step, obs, env_state, policy_state, jnp.zeros((), jnp.int32))[3]
         records = Steps(*jax.tree.map(lambda s: jnp.zeros((horizon, *s.shape), s.dtype), shapes),
                         alive=jnp.zeros((horizon, episodes), bool))
 
     def running(carry):
-        t, _, _, _, alive, _ = carry
+        t, _, _, _, _, alive, _ = carry
         return (t < horizon) & alive.any()
 
     def step(carry):
-        t, obs, env_state, returns, alive, records = carry
-        obs, env_state, outputs = one_step(obs, env_state, t)
+        t, obs, env_state, policy_state, returns, alive, records = carry
+        obs, env_state, policy_state, outputs = one_step(obs, env_state, policy_state, t)
         reward, terminated, truncated = outputs[3], outputs[4], outputs[5]
         if records is not None:
             records = jax.tree.map(lambda buffer, value: buffer.at[t].set(value), records, Steps(*outputs, alive=alive))
         returns = returns + jnp.where(alive, reward, 0.0)
-        return t + 1, obs, env_state, returns, alive & ~(terminated | truncated), records
+        return t + 1, obs, env_state, policy_state, returns, alive & ~(terminated | truncated), records
 
-    carry = (jnp.zeros((), jnp.int32), obs, env_state, jnp.zeros(episodes, jnp.float32), jnp.ones(episodes, bool), records)
-    _, _, _, returns, _, records = jax.lax.while_loop(running, step, carry)
+    carry = (jnp.zeros((), jnp.int32), obs, env_state, policy_state, jnp.zeros(episodes, jnp.float32),
+             jnp.ones(episodes, bool), records)
+    _, _, _, _, returns, _, records = jax.lax.while_loop(running, step, carry)
     return returns, records
 
 

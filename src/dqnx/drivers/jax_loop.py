@@ -23,11 +23,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dqnx.agents import uses_masks
-from dqnx.agents.exploration import epsilon_at, evaluation_action
+from dqnx.agents.exploration import epsilon_at, evaluation_step
 from dqnx.config import VMAPPABLE, RunConfig
 from dqnx.drivers.episodes import play_jax
 from dqnx.envs import JaxEnv
-from dqnx.protocols import Batch, Learner
+from dqnx.protocols import Batch, Learner, reset_act_state, stored_act_state
 
 # Stream identifiers folded into a seed's key so that evaluation never draws from
 # (and so never perturbs) the training stream.
@@ -168,7 +168,8 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
         # final_obs is the true successor (also after a truncation); next_obs may be a reset.
         # final_mask is its legal actions, from the step's info (the auto-reset's mask belongs to next_obs).
         fresh = Batch(obs=state.obs, action=action, reward=reward, next_obs=final_obs, terminated=terminated,
-                      episode_end=terminated | truncated, next_mask=final_mask if masked else None)
+                      episode_end=terminated | truncated, next_mask=final_mask if masked else None,
+                      act_state=stored_act_state(state.act_state))
         agent, metrics = learner.learn(state.agent, fresh, env_steps, learn_key, hyper)
 
         episode_return = state.episode_return + reward
@@ -190,7 +191,7 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
             key=key,
             env_steps=state.env_steps + n,
             episode_return=jnp.where(done, 0.0, episode_return),
-            act_state=act_state,
+            act_state=reset_act_state(learner, act_state, done),  # an episode that starts remembers nothing
         )
         return new_state, output
 
@@ -213,12 +214,14 @@ def make_program(config: RunConfig, env: JaxEnv, learner: Learner) -> Program:
         reset_key, loop_key = episode_keys(key)
         act_key = jax.random.fold_in(key, 7)  # only used by a stochastic evaluation policy
 
-        def choose(obs, t, mask=None):
-            return evaluation_action(config, learner, params, obs, jax.random.fold_in(act_key, t),
-                                     all_legal(episodes, env.num_actions) if mask is None else mask), None
+        def choose(obs, t, mask=None, policy_state=()):
+            action, policy_state = evaluation_step(config, learner, params, policy_state, obs, jax.random.fold_in(act_key, t),
+                                                   all_legal(episodes, env.num_actions) if mask is None else mask)
+            return action, None, policy_state
 
         return play_jax(env, choose, jax.random.split(reset_key, episodes),
-                        lambda t: jax.random.split(jax.random.fold_in(loop_key, t), episodes), masked=masked)[0]
+                        lambda t: jax.random.split(jax.random.fold_in(loop_key, t), episodes), masked=masked,
+                        policy_state=learner.init_act_state(episodes))[0]
 
     return Program(config=config, env=env, learner=learner, init=init, chunk=chunk, evaluate=evaluate)
 

@@ -40,13 +40,14 @@ SOLVE_THRESHOLDS: dict[str, float] = {
     "Acrobot-v1": -100.0,
     "MountainCar-v0": -110.0,
     "Vault-v0": 10.0,  # the legal optimum (an illegal action's jackpot would show as more)
+    "CueRecall-v0": 1.0,  # every cue recalled (without memory: about 0)
 }
 
 
 # gymnax environments with discrete actions that build offline, by family (`dqnx envs`).
 DISCRETE_ENVS: dict[str, list[str]] = {
     "classic control": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"],
-    "dqnx toy (envs/toy.py)": ["Dungeon-v0", "CliffWalking-v0", "Vault-v0"],
+    "dqnx toy (envs/toy.py)": ["Dungeon-v0", "CliffWalking-v0", "Vault-v0", "CueRecall-v0"],
     "MinAtar": ["Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar"],
     "bsuite": ["Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite", "UmbrellaChain-bsuite",
                "DiscountingChain-bsuite", "SimpleBandit-bsuite"],

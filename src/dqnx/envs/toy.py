@@ -1,4 +1,4 @@
-"""dqnx's own small JAX environments for teaching: Dungeon-v0 and CliffWalking-v0.
+"""dqnx's own small JAX environments for teaching: Dungeon-v0, CliffWalking-v0, Vault-v0, CueRecall-v0.
 
 Both are gymnax environments (so gymnax's step does auto-reset and time-limit
 truncation) with a Discrete observation: the agent sees its tile's index, which
@@ -235,4 +235,61 @@ class Vault(environment.Environment):
         return spaces.Discrete(3)
 
 
-TOY_ENVS = {"Dungeon-v0": Dungeon, "CliffWalking-v0": CliffWalking, "Vault-v0": Vault}
+@struct.dataclass
+class CueRecallState(environment.EnvState):
+    cue: jax.Array
+    time: int
+
+
+@struct.dataclass
+class CueRecallParams(environment.EnvParams):
+    delay: int = 4
+    max_steps_in_episode: int = 100  # never reached: an episode lasts delay + 1 steps
+
+
+class CueRecall(environment.Environment):
+    """CueRecall-v0, dqnx's memory test: remember a cue seen at step 0 until step `delay`.
+
+    Observations are 3 numbers: the cue one-hot at step 0 only ([1, 0, 0] or [0, 1, 0],
+    drawn at random each episode), [0, 0, 1] at step `delay` (recall now), zeros between.
+    Actions 0 and 1. At the recall step, the action that names the cue pays +1 and any
+    other -1, and the episode terminates; the other steps pay 0. An agent without
+    memory sees the same observation at the recall step whatever the cue was, so its
+    greedy mean return is about 0 (+1 or -1 by a coin); one that remembers scores 1.
+    """
+
+    @staticmethod
+    def check_params(params: CueRecallParams) -> None:
+        if params.delay < 1:
+            raise UsageError(f"CueRecall-v0 needs delay >= 1 step between cue and recall, got {params.delay}")
+
+    @property
+    def default_params(self) -> CueRecallParams:
+        return CueRecallParams()
+
+    def step_env(self, key: jax.Array, state: CueRecallState, action: Any, params: CueRecallParams):
+        recall = state.time == params.delay
+        reward = jnp.where(recall, jnp.where(action == state.cue, 1.0, -1.0), 0.0)
+        state = CueRecallState(cue=state.cue, time=state.time + 1)
+        return self.get_obs(state, params), state, reward.astype(jnp.float32), recall, {}
+
+    def reset_env(self, key: jax.Array, params: CueRecallParams):
+        state = CueRecallState(cue=jax.random.bernoulli(key).astype(jnp.int32), time=0)
+        return self.get_obs(state, params), state
+
+    def get_obs(self, state: CueRecallState, params: Any = None, key: Any = None) -> jax.Array:
+        delay = (params or self.default_params).delay
+        cue = jax.nn.one_hot(state.cue, 2) * (state.time == 0)
+        return jnp.concatenate([cue, (state.time == delay).astype(jnp.float32)[None]]).astype(jnp.float32)
+
+    def is_terminated(self, state: CueRecallState, params: CueRecallParams) -> jax.Array:
+        return jnp.asarray(False)
+
+    def observation_space(self, params: CueRecallParams):
+        return spaces.Box(0.0, 1.0, (3,), jnp.float32)
+
+    def action_space(self, params: CueRecallParams | None = None):
+        return spaces.Discrete(2)
+
+
+TOY_ENVS = {"Dungeon-v0": Dungeon, "CliffWalking-v0": CliffWalking, "Vault-v0": Vault, "CueRecall-v0": CueRecall}

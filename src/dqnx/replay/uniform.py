@@ -51,6 +51,7 @@ def add(buffer: ReplayBuffer, transitions: Batch) -> ReplayBuffer:
         transitions = transitions._replace(episode_end=None)  # kept only for n-step / Monte-Carlo targets
     elif transitions.episode_end is None:
         raise ValueError("this replay keeps episode ends: give transitions an episode_end (terminated | truncated)")
+    transitions = transitions._replace(act_state=None)  # a recurrent policy's states: replay/sequences.py keeps them
     if buffer.storage.next_mask is None:
         transitions = transitions._replace(next_mask=None)
     elif transitions.next_mask is None:
