@@ -174,3 +174,33 @@ class Raising(Corridor):
 
     def explode(self):
         raise RuntimeError("the sensor broke")
+
+
+class CueRecall(gym.Env):
+    """The Gymnasium twin of dqnx's CueRecall-v0: a cue (0 or 1) shown at step 0 only, recalled at
+    step `delay` (observation [0, 0, 1]): the action naming it pays +1, any other -1, and the episode ends."""
+
+    def __init__(self, delay: int = 4):
+        self.delay = delay
+        self.observation_space = spaces.Box(0.0, 1.0, (3,), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.cue, self.time = 0, 0
+
+    def _obs(self):
+        obs = np.zeros(3, np.float32)
+        if self.time == 0:
+            obs[self.cue] = 1.0
+        if self.time == self.delay:
+            obs[2] = 1.0
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cue, self.time = int(self.np_random.integers(2)), 0
+        return self._obs(), {}
+
+    def step(self, action):
+        recall = self.time == self.delay
+        reward = (1.0 if int(action) == self.cue else -1.0) if recall else 0.0
+        self.time += 1
+        return self._obs(), reward, recall, False, {}

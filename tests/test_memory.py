@@ -158,3 +158,13 @@ def test_a_recurrent_run_resumes_bit_for_bit_hidden_state_included(cue_runs):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert resumed.summary["eval_mean_return"] == recurrent.summary["eval_mean_return"]
+
+
+def test_the_host_loop_carries_the_memory_through_gymnasium_episodes(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # gym_toys
+    # The same task as a Gymnasium env (tests/gym_toys.py), stepped on the host: acting, replay's stored
+    # states and the evaluation's memory all go through host_loop.py. Evaluated 20 episodes at the end.
+    config = cue_recall_config(memory="gru", total_steps=1500, eval_every=1500, eval_episodes=20, final_eval_episodes=20)
+    run = dqnx.train("gym_toys:CueRecall", config=config, env_params={"max_episode_steps": 10}, out=tmp_path / "host",
+                     tensorboard=False)
+    assert run.summary["eval_mean_return"] >= 0.9, run.summary

@@ -44,13 +44,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from dqnx.agents import uses_masks
-from dqnx.agents.exploration import epsilon_at, evaluation_action
+from dqnx.agents.exploration import epsilon_at, evaluation_step
 from dqnx.agents.pqn import PQNState, cut_rollout
 from dqnx.config import RunConfig
 from dqnx.drivers.episodes import play_vector
 from dqnx.drivers.jax_loop import ChunkOutput, all_legal, chunk_health, seed_key
 from dqnx.errors import EnvFailed, EnvironmentFailure, UsageError
-from dqnx.protocols import Batch, Learner
+from dqnx.protocols import Batch, Learner, reset_act_state
 from dqnx.replay import frames as frame_replay
 
 # Per-iteration records of a training phase, in the order the learn call packs them.
@@ -68,6 +68,7 @@ class HostTrainState:
     key: jax.Array  # learning randomness (replay sampling), split per iteration
     act_key: jax.Array  # acting randomness, folded with the env step
     env_steps: jax.Array
+    act_state: Any = ()  # the policy's state between steps, per env (a recurrent learner's memory; () feed-forward)
 
 
 def env_seeds(seed: int, stream: int, count: int) -> list[int]:
@@ -95,18 +96,27 @@ class HostDriver:
         self._pending = None  # actions already chosen for self._obs, if any
         self.masked = uses_masks(config, env)
         self._mask: np.ndarray | None = None  # [seeds, n, num_actions] legal actions at self._obs (masked runs)
+        # Recurrent learners: which envs' current observation starts an episode ([seeds, n], where
+        # the memory resets), and the memory each pending action was chosen from (staged for replay).
+        self.recurrent = learner.recurrent_q is not None
+        self._start: np.ndarray | None = None
+        self._acted_from: Any = None
         nan = jnp.full((), jnp.nan, jnp.float32)
 
-        def act(params, act_key, obs, mask, env_steps):
-            # Only what acting reads: every argument leaf costs dispatch time, once per env step.
-            # Feed-forward acting only so far: the act state starts afresh at every step.
+        def act(params, act_key, act_state, obs, mask, start, env_steps):
+            """(actions, the act state they were chosen from, the next act state). Only what acting
+            reads: every argument leaf costs dispatch time, once per env step. A recurrent memory
+            first resets where an episode starts (`start`; None for feed-forward learners)."""
             key = jax.random.fold_in(act_key, env_steps)
-            action, _ = learner.act(params, learner.init_act_state(n), obs,
-                                    all_legal(n, env.num_actions) if mask is None else mask, key,
-                                    epsilon_at(config, env_steps))
-            return action
+            if start is not None:
+                act_state = reset_act_state(learner, act_state, start)
+            action, next_state = learner.act(params, act_state, obs,
+                                             all_legal(n, env.num_actions) if mask is None else mask, key,
+                                             epsilon_at(config, env_steps))
+            return action, act_state, next_state
 
-        def learn_then_act(state: HostTrainState, staged: Batch, valid, start_step, next_obs, next_mask, env_steps):
+        def learn_then_act(state: HostTrainState, staged: Batch, valid, start_step, next_obs, next_mask, next_start,
+                           env_steps):
             """learner.learn over the staged iterations (leading axis), skipping padding; then
             the actions for `next_obs` with the updated weights (what `act` would return)."""
             def one(state, item):
@@ -129,20 +139,22 @@ class HostDriver:
             state, metrics = jax.lax.scan(one, state, (steps, staged, valid))
             # One array [5, block] per call: fetching many small arrays from the device is what costs.
             packed = jnp.stack([metrics[name] for name in METRIC_NAMES])
-            return state, packed, act(state.agent.params, state.act_key, next_obs, next_mask, env_steps)
+            action, acted_from, act_state = act(state.agent.params, state.act_key, state.act_state, next_obs, next_mask,
+                                                next_start, env_steps)
+            return state.replace(act_state=act_state), packed, (action, acted_from)
 
         # Seeds are vmapped, one seed too: the cadence predicates (valid, env_steps) are
         # shared by all seeds, so under vmap the learner's branches stay real branches.
-        self._act_fn = jax.vmap(act, in_axes=(0, 0, 0, 0, None))
+        self._act_fn = jax.vmap(act, in_axes=(0, 0, 0, 0, 0, 0, None))
         # staged arrays arrive [block, seeds, ...]: the seed axis is their second
-        self._learn_fn = jax.vmap(learn_then_act, in_axes=(0, 1, None, None, 0, 0, None))
+        self._learn_fn = jax.vmap(learn_then_act, in_axes=(0, 1, None, None, 0, 0, 0, None))
 
     # --- state ------------------------------------------------------------------------
     def init_states(self, seeds: list[int]) -> HostTrainState:
         def init(key):
             agent_key, loop_key, act_key = jax.random.split(key, 3)
             return HostTrainState(agent=self.learner.init(agent_key), key=loop_key, act_key=act_key,
-                                  env_steps=jnp.zeros((), jnp.int32))
+                                  env_steps=jnp.zeros((), jnp.int32), act_state=self.learner.init_act_state(self.n))
 
         return jax.jit(jax.vmap(init))(jnp.stack([seed_key(s) for s in seeds]))
 
@@ -172,6 +184,7 @@ class HostDriver:
         self._obs = self._shape(obs)
         self._mask = self._shape(self._info_masks(info, "at reset")) if self.masked else None
         self._pending = None
+        self._start = np.ones((self.num_seeds, self.n), bool) if self.recurrent else None  # every episode starts here
         self._episode_return[:] = 0.0
         replay = getattr(state.agent, "replay", None)
         if isinstance(replay, frame_replay.FrameReplay):
@@ -231,6 +244,9 @@ class HostDriver:
         }
         if self.masked:
             staged["next_mask"] = np.zeros((k, S, n, self.env.num_actions), bool)
+        if self.recurrent:  # the memory each staged action was chosen from: sequence replay keeps it
+            one = jax.tree.map(lambda x: x[0], self.learner.init_act_state(1))
+            staged["act_state"] = jax.tree.map(lambda x: np.zeros((k, S, n, *x.shape), x.dtype), one)
         return staged
 
     def chunk(self, state: HostTrainState, iterations: int, start_step: int) -> tuple[HostTrainState, ChunkOutput]:
@@ -251,11 +267,15 @@ class HostDriver:
         step = self._vec.step
         for i in range(iterations):
             if actions is None:
-                act_args = (state.agent.params, state.act_key, self._obs, self._mask, np.int32(env_steps))
+                act_args = (state.agent.params, state.act_key, state.act_state, self._obs, self._mask, self._start,
+                            np.int32(env_steps))
                 if self._act is None:
                     self._act = self._compile(self._act_fn, *act_args)
-                actions = self._act(*act_args)
+                actions, self._acted_from, act_state = self._act(*act_args)
+                state = state.replace(act_state=act_state)
             actions = np.asarray(actions)
+            if self.recurrent:
+                jax.tree.map(lambda store, x: store.__setitem__(filled, np.asarray(x)), staged["act_state"], self._acted_from)
             try:
                 obs, reward, terminated, truncated, info = step(actions.reshape(S * n))
             except Exception as e:  # the user's environment code: its traceback is theirs to read
@@ -279,12 +299,14 @@ class HostDriver:
             if self.masked:
                 staged["next_mask"][filled] = self._next_masks(info, end, terminated, env_steps + n)
             self._obs = obs.reshape(obs_shape)
+            if self.recurrent:
+                self._start = end.reshape(flat)  # the next observation of an env whose episode ended is a first one
             filled += 1
             trains_now = (env_steps + n) // self.train_freq > env_steps // self.train_freq
             env_steps += n
             actions = None
             if trains_now or filled == self.block or i == iterations - 1:
-                state, metrics, actions = self._flush(state, staged, filled, block_start, env_steps)
+                state, metrics, (actions, self._acted_from) = self._flush(state, staged, filled, block_start, env_steps)
                 metrics.copy_to_host_async()  # fetched at the chunk's end; the copy overlaps the loop
                 records.append((metrics, filled))
                 filled, block_start = 0, env_steps
@@ -308,7 +330,8 @@ class HostDriver:
                env_steps: int):
         """Learn from the staged iterations, then act on the current observations: one dispatch."""
         valid = np.arange(self.block) < filled
-        args = (state, Batch(**staged), valid, np.int32(block_start), self._obs, self._mask, np.int32(env_steps))
+        args = (state, Batch(**staged), valid, np.int32(block_start), self._obs, self._mask, self._start,
+                np.int32(env_steps))
         if self._learn is None:
             self._learn = self._compile(self._learn_fn, *args, donate=(0,))
         return self._learn(*args)
@@ -318,11 +341,14 @@ class HostDriver:
         """Returns [num_seeds, episodes] of the greedy policy (epsilon-greedy with
         config.eval_epsilon > 0, or Boltzmann with eval_temperature > 0) on evaluation copies of the env (true scores)."""
         if self._q is None:
-            def policy(params, obs, mask, key, t):
-                return evaluation_action(self.config, self.learner, params, obs, jax.random.fold_in(key, t),
-                                         all_legal(obs.shape[0], self.env.num_actions) if mask is None else mask)
+            def policy(params, act_state, obs, mask, key, t, start):
+                """(actions, next act state); a recurrent memory resets where an episode starts."""
+                if start is not None:
+                    act_state = reset_act_state(self.learner, act_state, start)
+                return evaluation_step(self.config, self.learner, params, act_state, obs, jax.random.fold_in(key, t),
+                                       all_legal(obs.shape[0], self.env.num_actions) if mask is None else mask)
 
-            self._q = jax.jit(jax.vmap(policy, in_axes=(0, 0, 0, 0, None)))
+            self._q = jax.jit(jax.vmap(policy, in_axes=(0, 0, 0, 0, 0, None, 0)))
         parallel = min(episodes, EVAL_PARALLEL)
         S = self.num_seeds
         if parallel not in self._eval_vecs:
@@ -331,13 +357,23 @@ class HostDriver:
         # Each env plays a fixed quota of episodes, so short episodes are not over-counted.
         quota = [episodes // parallel + (1 if j < episodes % parallel else 0) for j in range(parallel)]
 
+        vec = _Guarded(self._eval_vecs[parallel], self.env.env_id)
+        # A recurrent learner's memory per copy, reset where the copy's episode starts (its first step,
+        # and the step after the vector env auto-reset it).
+        memory = {"act_state": jax.vmap(lambda _: self.learner.init_act_state(parallel))(jnp.arange(S))}
+
+        def starts() -> np.ndarray | None:
+            if not self.recurrent:
+                return None
+            return np.ones((S, parallel), bool) if vec.ended is None else vec.ended.reshape(S, parallel)
+
         def choose(obs, info, t):
             mask = self._info_masks(info, "in evaluation").reshape(S, parallel, -1) if self.masked else None
-            actions = self._q(params, obs.reshape(S, parallel, *obs.shape[1:]), mask, keys, np.int32(t))
+            actions, memory["act_state"] = self._q(params, memory["act_state"], obs.reshape(S, parallel, *obs.shape[1:]),
+                                                   mask, keys, np.int32(t), starts())
             return np.asarray(actions).reshape(S * parallel), None
 
-        played = play_vector(_Guarded(self._eval_vecs[parallel], self.env.env_id), choose,
-                             [s for seed in stream_seeds for s in env_seeds(int(seed), 0, parallel)], quota * S)
+        played = play_vector(vec, choose, [s for seed in stream_seeds for s in env_seeds(int(seed), 0, parallel)], quota * S)
         return np.array([[e.episode_return for episodes_of_copy in played[s * parallel:(s + 1) * parallel]
                           for e in episodes_of_copy] for s in range(S)], np.float64)
 
@@ -355,8 +391,10 @@ class _Guarded:
 
     def __init__(self, vec: Any, env_id: str):
         self.vec, self.env_id = vec, env_id
+        self.ended: np.ndarray | None = None  # the last step's terminated | truncated (None before the first step)
 
     def reset(self, seed: list[int]) -> Any:
+        self.ended = None
         try:
             return self.vec.reset(seed=seed)
         except Exception as e:
@@ -364,6 +402,8 @@ class _Guarded:
 
     def step(self, actions: np.ndarray) -> Any:
         try:
-            return self.vec.step(actions)
+            out = self.vec.step(actions)
         except Exception as e:
             raise EnvFailed(self.env_id, "step", None, e) from e
+        self.ended = np.asarray(out[2]) | np.asarray(out[3])
+        return out
