@@ -95,6 +95,47 @@ def dqnx_cli():
     return _run_dqnx
 
 
+def _run_dqnx_here(args: list, cwd: Path, timeout: float = 0) -> subprocess.CompletedProcess:
+    """`dqnx ARGS` in this process, from `cwd`: what _run_dqnx returns, without a new interpreter (importing
+    JAX and the env packages costs seconds per subprocess). An exception dqnx.cli.main lets out, which a
+    subprocess would print as a traceback, propagates here and fails the test. Not thread-safe (cwd, argv)."""
+    import contextlib
+    import io
+    import types
+
+    from dqnx import cli
+
+    saved_argv, saved_cwd, saved_env, saved_main = sys.argv, os.getcwd(), dict(os.environ), sys.modules["__main__"]
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(_cli_env())
+    sys.argv = ["dqnx", *map(str, args)]
+    sys.modules["__main__"] = types.ModuleType("__main__")  # as under the `dqnx` script: click names the program dqnx
+    code = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            err.write(e.code + "\n")  # as the interpreter prints sys.exit("message")
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        sys.modules["__main__"] = saved_main
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["dqnx", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def dqnx_cli_here():
+    """dqnx_cli's twin for error paths and quick commands: `dqnx ARGS` called in this process from `cwd`
+    (exit status, stdout and stderr as a subprocess would give them): dqnx_cli_here(args, cwd)."""
+    return _run_dqnx_here
+
+
 def _env_with_devices(count: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DQNX_HOST_DEVICES")}
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"

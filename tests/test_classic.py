@@ -183,8 +183,8 @@ def test_tabular_save_load_gives_the_same_table(dungeon_q_run):
 # --- command line --------------------------------------------------------------------
 
 
-def test_show_prints_a_small_q_table(dungeon_q_run, dqnx_cli, tmp_path):
-    result = dqnx_cli(["show", dungeon_q_run.path], tmp_path)
+def test_show_prints_a_small_q_table(dungeon_q_run, dqnx_cli_here, tmp_path):
+    result = dqnx_cli_here(["show", dungeon_q_run.path], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Q(s, 0)" in result.stdout and "greedy" in result.stdout
     assert len([line for line in result.stdout.splitlines() if line.strip().startswith("│")]) == 5
@@ -209,8 +209,8 @@ def test_show_prints_a_small_q_table(dungeon_q_run, dqnx_cli, tmp_path):
         (["train", "Dungeon-v0", "--agent", "tabular-q", "--until-solved"], "no solve threshold"),
     ],
 )
-def test_classic_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message, dqnx_cli):
-    result = dqnx_cli(list(args), tmp_path)
+def test_classic_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message, dqnx_cli_here):
+    result = dqnx_cli_here(list(args), tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
@@ -240,8 +240,8 @@ def test_agent_takes_state_indices_for_discrete_observations(dungeon_q_run):
     np.testing.assert_array_equal(agent.q_values(3), agent.q_values(np.eye(5, dtype=np.float32)[3]))
 
 
-def test_resume_refuses_settings_it_would_ignore(dungeon_q_run, tmp_path, dqnx_cli):
-    result = dqnx_cli(["train", "--resume", dungeon_q_run.path, "--seed", "7"], tmp_path)
+def test_resume_refuses_settings_it_would_ignore(dungeon_q_run, tmp_path, dqnx_cli_here):
+    result = dqnx_cli_here(["train", "--resume", dungeon_q_run.path, "--seed", "7"], tmp_path)
     assert result.returncode == 2 and "--seed" in result.stderr
     with pytest.raises(UsageError, match="drop seed"):
         dqnx.train(resume=dungeon_q_run.path, seed=3)

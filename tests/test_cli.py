@@ -1,7 +1,10 @@
 """Tier 4 (bad input) and the happy paths of the `dqnx` command, run as a user would.
 
-Every command runs in a subprocess (`python -m dqnx.cli ...`) in its own working
-directory, with relative paths so that messages stay short and comparable.
+Every command runs in its own working directory, with relative paths so that messages
+stay short and comparable. Training and evaluation run in a subprocess (`python -m
+dqnx.cli ...`), as a script would; the bad-input cases call the same entry point in
+this process (a new interpreter costs seconds of imports each), and one of them runs in
+a subprocess too, to show a real process exits 2 with its one line.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -97,9 +99,9 @@ def test_eval_json_prints_one_object(trained, dqnx_cli):
     assert (data["mean_return"], data["std_return"]) == (expected["mean_return"], expected["std_return"])
 
 
-def test_eval_prints_a_readable_line(trained, dqnx_cli):
+def test_eval_prints_a_readable_line(trained, dqnx_cli_here):
     run, _ = trained
-    result = dqnx_cli(["eval", run.name, "--episodes", "3", "--weights", "last"], run.parent)
+    result = dqnx_cli_here(["eval", run.name, "--episodes", "3", "--weights", "last"], run.parent)
     assert result.returncode == 0, result.stderr
     assert "CartPole-v1: mean return" in result.stdout
     assert "over 3 episodes" in result.stdout
@@ -204,20 +206,27 @@ CASES: dict[str, Case] = {
 
 
 @pytest.fixture(scope="module")
-def bad_results(cli_root, trained, dqnx_cli):
-    """Run every bad-input case (two at a time); {name: (cwd, before, result)}."""
+def bad_results(cli_root, trained, dqnx_cli_here):
+    """Run every bad-input case, in this process; {name: (cwd, before, result)}."""
     run, train_result = trained
     assert train_result.returncode == 0, train_result.stderr
-    prepared = {}
+    results = {}
     for name, case in CASES.items():
         cwd = cli_root / "bad" / name
         cwd.mkdir(parents=True)
         if case.prepare is not None:
             case.prepare(cwd, run)
-        prepared[name] = (cwd, snapshot(cwd))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(dqnx_cli, CASES[name].args, prepared[name][0], 180) for name in CASES}
-        return {name: (*prepared[name], futures[name].result()) for name in CASES}
+        before = snapshot(cwd)
+        results[name] = (cwd, before, dqnx_cli_here(case.args, cwd))
+    return results
+
+
+def test_bad_input_in_a_real_process_exits_2_with_one_line(tmp_path, dqnx_cli):
+    result = dqnx_cli(CASES["unknown_set_key"].args, tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "learning_rate" in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", list(CASES))

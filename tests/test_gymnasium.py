@@ -92,8 +92,8 @@ def test_small_boards_build_and_a_nature_cnn_request_is_refused(tiny):
         make_learner("dqn", tiny(network="cnn"), minatar)
 
 
-def test_cli_bad_space_exits_2_with_one_line(tmp_path, dqnx_cli):
-    result = dqnx_cli(["train", "Pendulum-v1", "--steps", "100"], cwd=tmp_path)
+def test_cli_bad_space_exits_2_with_one_line(tmp_path, dqnx_cli_here):
+    result = dqnx_cli_here(["train", "Pendulum-v1", "--steps", "100"], cwd=tmp_path)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: Pendulum-v1 has continuous (Box) actions"), result.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -251,12 +249,9 @@ def test_empty_or_corrupt_parquet_file(tmp_path):
         read_dataset(path)
 
 
-def test_cli_bad_file_is_one_line_exit_2_and_writes_nothing(tmp_path, datasets):
+def test_cli_bad_file_is_one_line_exit_2_and_writes_nothing(tmp_path, datasets, dqnx_cli_here):
     bad = _csv_case(tmp_path, datasets["train"], CSV_CASES["non-numeric"][0])
-    result = subprocess.run(
-        [sys.executable, "-m", "dqnx.cli", "imitate", bad.name, "--test", str(datasets["test"]), "--out", "run"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+    result = dqnx_cli_here(["imitate", bad.name, "--test", datasets["test"], "--out", "run"], tmp_path)
     assert result.returncode == 2
     assert result.stderr == "error: bad.csv row 3 (line 4), column 'obs_1': 'fast' is not a number\n"
     assert not (tmp_path / "run").exists()
@@ -274,10 +269,9 @@ def test_dataset_refuses_to_overwrite(datasets, expert):
     assert not datasets["train"].with_name("zero.csv").exists()
 
 
-def test_cli_dataset_imitate_eval(tmp_path, expert):
+def test_cli_dataset_imitate_eval(tmp_path, expert, dqnx_cli_here):
     def cli(*args):
-        result = subprocess.run([sys.executable, "-m", "dqnx.cli", *map(str, args)], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=300)
+        result = dqnx_cli_here(args, tmp_path)
         assert result.returncode == 0, result.stderr
         return result
 

@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -338,14 +337,13 @@ BAD_SWEEPS = {
 
 
 @pytest.fixture(scope="module")
-def bad_sweeps(tmp_path_factory, dqnx_cli):
+def bad_sweeps(tmp_path_factory, dqnx_cli_here):
+    """Every bad sweep, through the command's entry point in this process."""
     root = tmp_path_factory.mktemp("bad")
     for name in BAD_SWEEPS:
         (root / name).mkdir()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(dqnx_cli, ["sweep", "CartPole-v1", *args, *SMALL], root / name, 180)
-                   for name, (args, _) in BAD_SWEEPS.items()}
-        return {name: (root / name, future.result()) for name, future in futures.items()}
+    return {name: (root / name, dqnx_cli_here(["sweep", "CartPole-v1", *args, *SMALL], root / name))
+            for name, (args, _) in BAD_SWEEPS.items()}
 
 
 @pytest.mark.parametrize("name", list(BAD_SWEEPS))

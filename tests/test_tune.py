@@ -159,10 +159,9 @@ def test_objective_auc_is_the_mean_of_the_periodic_evaluations(tmp_path):
         (["--param", "batch_size=32|4096", "--set", "buffer_size=2000"], "--param batch_size: the value 4096 cannot train"),
     ],
 )
-def test_bad_tune_input_is_one_line_and_exit_2(tmp_path, args, message):
+def test_bad_tune_input_is_one_line_and_exit_2(tmp_path, args, message, dqnx_cli_here):
     out = tmp_path / "study"
-    result = subprocess.run([sys.executable, "-m", "dqnx.cli", "tune", "CartPole-v1", "--out", str(out), "-q", *args],
-                            capture_output=True, text=True, timeout=120)
+    result = dqnx_cli_here(["tune", "CartPole-v1", "--out", out, "-q", *args], tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr

@@ -452,13 +452,13 @@ def test_cli_plot_record_report(run2, tmp_path):
     (["plot", "run", "run"], "error: several runs go on one chart: say where to write it with --out DIR"),
     (["plot", "nowhere"], "error: run directory nowhere does not exist; pass the directory a `dqnx train` run wrote"),
     (["record", "run", "--out", "play.avi"], "error: --out play.avi must end in .gif or .mp4 (the recording's format)"),
-    (["record", "run"], "error: Missing option '--out'. (see python -m dqnx.cli record --help)"),
+    (["record", "run"], "error: Missing option '--out'. (see dqnx record --help)"),
     (["report", "run", "--out", "report.txt"], "error: --out report.txt must end in .html"),
 ])
-def test_cli_bad_input(run2, tmp_path, args, message):
+def test_cli_bad_input(run2, tmp_path, args, message, dqnx_cli_here):
     shutil.copytree(run2, tmp_path / "run")
     before = sorted(p.name for p in (tmp_path / "run").iterdir())
-    result = dqnx_cli(args, tmp_path)
+    result = dqnx_cli_here(args, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == message
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
