@@ -75,6 +75,15 @@ def tiny():
     return tiny_config
 
 
+@pytest.fixture(scope="session")
+def cartpole_two_seeds(tmp_path_factory):
+    """One tiny two-seed CartPole-v1 run (tiny_config(): 2000 env steps, evaluated every 500, TensorBoard
+    on) shared by every test file that reads such a run. Read it only: copy it before writing into it."""
+    import dqnx
+
+    return dqnx.train("CartPole-v1", seed=0, seeds=2, config=tiny_config(), out=tmp_path_factory.mktemp("shared") / "cartpole2")
+
+
 def _cli_env() -> dict[str, str]:
     env = dict(os.environ)
     # What a script piping our stderr sees: no terminal, rich's default width.

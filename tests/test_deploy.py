@@ -181,12 +181,9 @@ def test_bad_export_arguments(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def cartpole_run(tmp_path_factory, tiny):
-    """A tiny trained CartPole-v1 run with two seeds, shared by the tests below."""
-    import dqnx
-
-    out = tmp_path_factory.mktemp("deploy") / "cartpole"
-    return dqnx.train("CartPole-v1", seeds=2, config=tiny(total_steps=1000, eval_every=500), out=out, tensorboard=False).path
+def cartpole_run(cartpole_two_seeds):
+    """A tiny trained CartPole-v1 run with two seeds (conftest's, shared with other files; only read here)."""
+    return cartpole_two_seeds.path
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:

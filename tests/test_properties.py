@@ -85,9 +85,10 @@ def run_resumed(base, run_a):
 
 
 @pytest.fixture(scope="module")
-def run_two_seeds(base, run_a):
-    root, cfg = base
-    return dqnx.train("CartPole-v1", seed=0, seeds=2, config=cfg, out=root / "two")
+def run_two_seeds(base, cartpole_two_seeds):
+    """Seeds 0 and 1 of the tiny config in one program (conftest's shared run: the same config as base's)."""
+    assert cartpole_two_seeds.config == base[1]
+    return cartpole_two_seeds
 
 
 # --- determinism ------------------------------------------------------------------------

@@ -29,13 +29,10 @@ TAGS = {
 
 
 @pytest.fixture(scope="module")
-def run2(tmp_path_factory, tiny):
-    """A tiny two-seed CartPole run (2000 env steps, evaluated every 500)."""
-    import dqnx
-
-    out = tmp_path_factory.mktemp("viz") / "run"
-    dqnx.train("CartPole-v1", config=tiny(), seeds=2, out=out)
-    return out
+def run2(cartpole_two_seeds):
+    """A tiny two-seed CartPole run (2000 env steps, evaluated every 500; conftest's, shared: copied before
+    anything is written into it)."""
+    return cartpole_two_seeds.path
 
 
 @pytest.fixture(scope="module")
