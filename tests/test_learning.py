@@ -19,8 +19,8 @@ import pytest
 import dqnx
 
 
-def test_cartpole_preset_solves(tmp_path):
-    run = dqnx.train("CartPole-v1", seed=0, stop_when_solved=True, out=tmp_path / "run")
+def test_cartpole_preset_solves(cartpole_solved):
+    run = cartpole_solved  # conftest's: the preset, seed 0, stopped when solved (also test_imitation's expert)
     summary = run.summary
     assert run.config.total_steps == 50_000  # the real preset, not a test config
     assert summary["steps_to_solve"] is not None, summary
