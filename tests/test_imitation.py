@@ -23,10 +23,10 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def expert(root):
-    """A DQN trained until it solves CartPole (the preset, a few seconds): a real policy using both actions."""
-    run = dqnx.train("CartPole-v1", config={"eval_episodes": 20}, stop_when_solved=True, out=root / "expert")
-    return run.path
+def expert(cartpole_solved):
+    """A DQN trained until it solves CartPole (the preset; conftest's run, which test_learning checks): a real
+    policy using both actions."""
+    return cartpole_solved.path
 
 
 @pytest.fixture(scope="module")
