@@ -106,8 +106,11 @@ class Vault(gym.Env):
     of 100, and here it raises IllegalAction instead, so a test fails on any violation.
     """
 
-    def __init__(self, length: int = 5):
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, length: int = 5, render_mode: str | None = None):
         self.length = length
+        self.render_mode = render_mode
         self.observation_space = spaces.Discrete(length)
         self.action_space = spaces.Discrete(3)
         self.position = 0
@@ -134,12 +137,17 @@ class Vault(gym.Env):
         obs, info = self._out()
         return obs, 0.0, False, False, info
 
+    def render(self):
+        frame = np.zeros((8, 8 * self.length, 3), np.uint8)
+        frame[:, 8 * self.position: 8 * self.position + 8] = 255
+        return frame
+
 
 class VaultDict(Vault):
     """Vault with the mask inside a Dict observation {"tile", "action_mask"} and no info."""
 
-    def __init__(self, length: int = 5):
-        super().__init__(length)
+    def __init__(self, length: int = 5, render_mode: str | None = None):
+        super().__init__(length, render_mode)
         self.observation_space = spaces.Dict({
             "tile": spaces.Discrete(length), "action_mask": spaces.MultiBinary(3)})
 

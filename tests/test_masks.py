@@ -336,3 +336,90 @@ def test_action_mask_setting_is_checked(tiny):
 
     with pytest.raises(UsageError, match="action_mask must be one of auto, off"):
         tiny(action_mask="on")
+
+
+# --- every acting path of a trained agent: Agent.act, plots, record, dataset ----------------
+
+
+def _jackpot_tables(run_dir: Path) -> None:
+    """Rewrite a tabular Vault run's best weights so that every illegal action has the largest Q
+    (100) and the legal optimum (right, then open) beats the other legal actions: acting
+    without the mask takes an illegal action on every tile, with it the legal optimum."""
+    from dqnx.runs.run_dir import RunDir
+
+    agent = dqnx.load(run_dir)
+    tiles = np.arange(agent.env.num_states)
+    legal = vault_legal(tiles, length=len(tiles))
+    best = np.zeros_like(legal, np.float32)
+    best[tiles, np.where(tiles == tiles[-1], 2, 1)] = 1.0
+    table = np.where(legal, best, 100.0).astype(np.float32)
+    params = jax.tree.map(lambda x: jnp.broadcast_to(table, x.shape).astype(x.dtype), agent.params)
+    RunDir.open(run_dir).save_weights("best", params, agent.weights_info)
+
+
+@pytest.fixture(scope="module")
+def jackpot_runs(tmp_path_factory):
+    """Tabular Vault runs trained with masks, their best weights rewritten by _jackpot_tables:
+    the Gymnasium toy that raises on an illegal action (host loop; evaluated with eval_epsilon
+    0.3, so recordings take random actions too) and the JAX Vault-v0, whose jackpot pays 100."""
+    import importlib
+
+    sys.path.insert(0, str(TOYS))
+    importlib.import_module("gym_toys")
+    root = tmp_path_factory.mktemp("jackpot")
+    config = TabularConfig(total_steps=400, eval_every=200, eval_episodes=4, final_eval_episodes=4, eval_epsilon=0.3,
+                            epsilon_decay_steps=200)
+    runs = {}
+    try:
+        for env_id in ("gym_toys:Vault", "Vault-v0"):
+            out = root / env_id.replace(":", "-")
+            run = dqnx.train(env_id, agent="tabular-q", config=config, out=out, tensorboard=False)
+            assert run.summary["action_masks"] is True
+            _jackpot_tables(out)
+            runs[env_id] = out
+        yield runs
+    finally:
+        sys.path.remove(str(TOYS))
+
+
+def test_agent_act_takes_the_mask(jackpot_runs):
+    agent = dqnx.load(jackpot_runs["gym_toys:Vault"])
+    tiles = np.arange(5)
+    legal = vault_legal(tiles)
+    assert agent.act(tiles).tolist() == [0, 2, 2, 2, 1]  # unmasked: an illegal jackpot on every tile
+    assert agent.act(tiles, legal).tolist() == [1, 1, 1, 1, 2]  # masked: the legal optimum
+    assert int(agent.act(4, legal[4])) == 2 and int(agent.act(0, mask=[0, 1, 0])) == 1
+    from dqnx.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"mask must have shape \(3,\) or \(5, 3\)"):
+        agent.act(tiles, legal[:2])
+    with pytest.raises(UsageError, match="mask allows no action"):
+        agent.act(0, [False, False, False])
+
+
+def test_record_and_plots_on_a_masked_gymnasium_env_never_act_illegally(jackpot_runs, tmp_path):
+    """gym_toys:Vault raises IllegalAction on an illegal action: one unmasked step would fail here."""
+    from dqnx.viz.plots import add_episodes, read_run
+    from dqnx.viz.record import record
+
+    run_dir = jackpot_runs["gym_toys:Vault"]
+    recorded = record(run_dir, tmp_path / "vault.gif", episodes=3, seed=0)  # eval_epsilon 0.3: random legal steps too
+    assert recorded["returns"] == [10.0] * 3 and max(recorded["lengths"]) > 5
+    run = read_run(run_dir)
+    add_episodes(run, episodes=2)
+    for episode in run.episodes[0]:
+        assert episode.actions.tolist() == [1, 1, 1, 1, 2] and episode.total_return == 10.0
+
+
+@pytest.mark.parametrize("env_id", ["gym_toys:Vault", "Vault-v0"])
+def test_dataset_of_a_masked_expert_holds_only_legal_actions(env_id, jackpot_runs, tmp_path):
+    """Vault-v0 pays its jackpot (100) for an illegal action; gym_toys:Vault raises."""
+    from dqnx.imitation.dataset import make_dataset, read_dataset
+
+    meta = make_dataset(jackpot_runs[env_id], samples=23, out=tmp_path / "vault.csv")
+    assert meta["action_masks"] is True
+    assert meta["expert"]["mean_return_complete_episodes"] == 10.0 and meta["episodes"] == 5
+    data = read_dataset(tmp_path / "vault.csv")
+    tiles = data.obs.argmax(axis=-1)
+    assert data.actions.tolist() == [1, 1, 1, 1, 2] * 4 + [1, 1, 1]
+    assert vault_legal(tiles)[np.arange(len(tiles)), data.actions].all()

@@ -61,19 +61,44 @@ class Agent:
         """Q(s, .) for one observation or a batch of them, under one seed's weights.
 
         For a Discrete observation space, a state index (or an array of them) works too.
+        Every action's Q, legal or not (as export and serve return them); `act` applies masks.
         """
-        obs = jnp.asarray(obs)
-        if self.env.num_states is not None and obs.ndim <= 1 and jnp.issubdtype(obs.dtype, jnp.integer):
-            obs = jax.nn.one_hot(obs, self.env.num_states)
-        obs = obs if obs.dtype == jnp.uint8 else obs.astype(jnp.float32)  # images stay bytes, as in training
+        # Prepared in numpy, then one jitted call: each eager JAX op here would cost more than the network.
+        obs = np.asarray(obs)
+        if self.env.num_states is not None and obs.ndim <= 1 and np.issubdtype(obs.dtype, np.integer):
+            obs = obs[..., None] == np.arange(self.env.num_states)  # one-hot (all zeros out of range, as jax.nn.one_hot)
+        obs = obs if obs.dtype == np.uint8 else obs.astype(np.float32)  # images stay bytes, as in training
         single = obs.ndim == len(self.env.obs_shape)
-        params = jax.tree.map(lambda x: x[seed_index], self.params)
-        q = _q_function(self.algorithm, self.config, self.env)(params, obs[None] if single else obs)
-        return np.asarray(q[0] if single else q)
+        q = np.asarray(self._jitted_q(self._seed_params[seed_index], obs[None] if single else obs))
+        return q[0] if single else q
 
-    def act(self, obs: Any, seed_index: int = 0) -> np.ndarray:
-        """Greedy action(s)."""
-        return self.q_values(obs, seed_index).argmax(axis=-1)
+    def act(self, obs: Any, mask: Any = None, seed_index: int = 0) -> np.ndarray:
+        """Greedy action(s): argmax of Q over the legal actions (the first on ties).
+
+        mask: the legal actions of obs, bool [num_actions] (or [batch, num_actions], or one
+        row for the whole batch), True where legal: for an agent trained with masks
+        (`action_masks`), pass the env's (Gymnasium: info["action_mask"]); None: all legal.
+        """
+        q = self.q_values(obs, seed_index)
+        if mask is None:
+            return q.argmax(axis=-1)
+        legal = np.asarray(mask)
+        if legal.shape not in (q.shape, q.shape[-1:]):
+            raise UsageError(f"mask must have shape {q.shape[-1:]} or {q.shape} (True where the action is legal), "
+                             f"got {legal.shape}")
+        legal = legal.astype(bool)
+        if not legal.any(axis=-1).all():
+            raise UsageError("mask allows no action; at least one must be True")
+        return np.where(legal, q, -np.inf).argmax(axis=-1)
+
+    @functools.cached_property
+    def _seed_params(self) -> list[Any]:
+        """Each seed's weights, sliced out of the seed axis once (a slice costs more than the forward pass)."""
+        return [jax.tree.map(lambda x, i=i: x[i], self.params) for i in range(len(self.seeds))]
+
+    @functools.cached_property
+    def _jitted_q(self) -> Any:
+        return _q_function(self.algorithm, self.config, self.env)
 
 
 @functools.lru_cache(maxsize=16)

@@ -15,6 +15,10 @@ run chose and the datasets it wrote stay the same) and in what they keep of each
 - `play_host`: episodes of one Gymnasium env one after another, each reset with its own
   seed, every step recorded, and a callback per step (frames for a recording): the same
   loop, `play_vector`, on that env seen as a vector env of one copy.
+
+Each passes the policy the legal actions of each observation when asked (`masked` in
+`play_jax` and `play_host`; `play_vector` hands its policy the vector env's info): a run
+trained with action masks is played with them, so no caller shows or records an illegal action.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any, Callable, Iterable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from dqnx.errors import EnvironmentFailure
 
 
 class Steps(NamedTuple):
@@ -166,21 +172,22 @@ class _OneAfterAnother:
 
     def __init__(self, env: Any, reset_seeds: Iterable[int], on_step: Callable[[Any], None] | None):
         self.env, self.seeds, self.on_step = env, iter(reset_seeds), on_step
+        self.info: dict = {}  # the env's info of the current observation (a reset's or the last step's)
 
     def first_seed(self) -> list[int]:
         return [next(self.seeds)]
 
     def _reset(self, seed: int) -> tuple[Any, dict]:
-        obs, info = self.env.reset(seed=seed)
+        obs, self.info = self.env.reset(seed=seed)
         if self.on_step is not None:
             self.on_step(self.env)
-        return obs, info
+        return obs, self.info
 
     def reset(self, seed: list[int]) -> tuple[list[Any], dict]:
         return [self._reset(seed[0])[0]], {}
 
     def step(self, actions: Any) -> tuple[list[Any], list[float], list[bool], list[bool], dict]:
-        obs, reward, terminated, truncated, _ = self.env.step(actions[0])
+        obs, reward, terminated, truncated, self.info = self.env.step(actions[0])
         if self.on_step is not None:
             self.on_step(self.env)
         info = {"final_obs": [obs]}
@@ -191,14 +198,17 @@ class _OneAfterAnother:
         return [obs], [reward], [terminated], [truncated], info
 
 
-def play_host(env: Any, choose: Callable[[Any], tuple[int, Any]], reset_seeds: Iterable[int],
-              max_steps: int | None = None, on_step: Callable[[Any], None] | None = None) -> list[HostEpisode]:
+def play_host(env: Any, choose: Callable[..., tuple[int, Any]], reset_seeds: Iterable[int],
+              max_steps: int | None = None, on_step: Callable[[Any], None] | None = None,
+              masked: bool = False) -> list[HostEpisode]:
     """Episodes of a Gymnasium env instance one after another, episode i reset with the i-th of
     `reset_seeds`, every step recorded (played by `play_vector` on one copy).
 
     choose(obs) -> (action, q or None). max_steps: stop after this many steps in all (the
     last episode then ends early; `reset_seeds` may then be endless); on_step(env) after every
-    reset and step (e.g. to render).
+    reset and step (e.g. to render). masked: choose(obs, mask) also gets the legal actions of
+    obs, bool [num_actions], from the reset's or the last step's info["action_mask"] (dqnx's
+    Gymnasium envs put a Dict observation's mask there too).
     """
     if max_steps is None:
         reset_seeds = list(reset_seeds)  # finite: one episode each
@@ -208,10 +218,22 @@ def play_host(env: Any, choose: Callable[[Any], tuple[int, Any]], reset_seeds: I
     one = _OneAfterAnother(env, reset_seeds, on_step)
 
     def choose_one(obs: list[Any], info: dict, t: int) -> tuple[list[int], Any]:
-        action, q = choose(obs[0])
+        action, q = choose(obs[0], info_mask(one.info, env.action_space.n)) if masked else choose(obs[0])
         return [action], None if q is None else [q]
 
     return play_vector(one, choose_one, one.first_seed(), [count], record=True, max_steps=max_steps)[0]
+
+
+def info_mask(info: dict[str, Any], num_actions: int) -> np.ndarray:
+    """A single Gymnasium env's info["action_mask"] as bool [num_actions], or EnvironmentFailure."""
+    mask = (info or {}).get("action_mask")
+    if mask is None:
+        raise EnvironmentFailure("the environment gave no info['action_mask'], though the agent was trained with "
+                                 "action masks; give it on every reset and step")
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != (num_actions,):
+        raise EnvironmentFailure(f"the environment's action mask has shape {mask.shape}, but it has {num_actions} actions")
+    return mask
 
 
 def alive_length(alive: np.ndarray) -> int:

@@ -97,23 +97,26 @@ class PolicySteps:
     complete_returns: list[float]  # returns of the episodes that ended (terminated or truncated) within the rows
 
 
-def rollout(env: Any, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> PolicySteps:
+def rollout(env: Any, policy: Callable[..., jax.Array], key: jax.Array, samples: int,
+            masked: bool = False) -> PolicySteps:
     """`samples` steps of `policy` (a batch of observations -> actions) in `env`, whole episodes in order.
 
     Episode i starts from fold_in(key, i), whatever the batch size, so a dataset is a
     pure function of (policy, env, key, samples): inside JAX for JAX-native environments,
-    stepped on the host for Gymnasium ones.
+    stepped on the host for Gymnasium ones. masked: policy(obs, mask) also gets the legal
+    actions [batch, num_actions] of each observation (the env's action masks).
     """
     from dqnx.envs import backend_of
 
     if backend_of(env).loop == "host":
-        return _rollout_gymnasium(env, policy, key, samples)
+        return _rollout_gymnasium(env, policy, key, samples, masked)
     if not isinstance(env, JaxEnv):
         raise UsageError(f"datasets need a dqnx environment (JAX-native or Gymnasium), not {type(env).__name__}")
-    return _rollout_jax(env, policy, key, samples)
+    return _rollout_jax(env, policy, key, samples, masked)
 
 
-def _rollout_gymnasium(env: Any, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> PolicySteps:
+def _rollout_gymnasium(env: Any, policy: Callable[..., jax.Array], key: jax.Array, samples: int,
+                       masked: bool) -> PolicySteps:
     """The same for a Gymnasium env: episode i resets with a seed drawn from fold_in(key, i)."""
     act = jax.jit(policy)
     instance = env.make(train=False)
@@ -125,8 +128,10 @@ def _rollout_gymnasium(env: Any, policy: Callable[[jax.Array], jax.Array], key: 
             index += 1
 
     try:
-        played = play_host(instance, lambda obs: (int(np.asarray(act(jnp.asarray(obs)[None]))[0]), None), reset_seeds(),
-                           max_steps=samples)
+        def choose(obs, *mask):  # mask: the legal actions of obs, when masked
+            return int(np.asarray(act(jnp.asarray(obs)[None], *(jnp.asarray(m)[None] for m in mask)))[0]), None
+
+        played = play_host(instance, choose, reset_seeds(), max_steps=samples, masked=masked)
     finally:
         instance.close()
     obs_parts = [np.asarray(o, np.float32) for e in played for o in e.observations[:len(e.actions)]]
@@ -141,7 +146,7 @@ def _rollout_gymnasium(env: Any, policy: Callable[[jax.Array], jax.Array], key: 
     )
 
 
-def _rollout_jax(env: JaxEnv, policy: Callable[[jax.Array], jax.Array], key: jax.Array, samples: int) -> PolicySteps:
+def _rollout_jax(env: JaxEnv, policy: Callable[..., jax.Array], key: jax.Array, samples: int, masked: bool) -> PolicySteps:
     steps = env.max_episode_steps
     features = max(1, math.prod(env.obs_shape))
     batch = int(max(1, min(32, _MAX_RECORDED_VALUES // (steps * features))))
@@ -151,8 +156,9 @@ def _rollout_jax(env: JaxEnv, policy: Callable[[jax.Array], jax.Array], key: jax
         """Every step of `batch` episodes (first, first+1, ...), with a mask of the steps inside each episode."""
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(first + jnp.arange(batch))
         reset_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-        steps_ = play_jax(env, lambda obs, t: (policy(obs), None), reset_keys,
-                          lambda t: jax.vmap(lambda k: jax.random.fold_in(k, t))(step_keys), record=True)[1]
+        steps_ = play_jax(env, lambda obs, t, *mask: (policy(obs, *mask), None), reset_keys,
+                          lambda t: jax.vmap(lambda k: jax.random.fold_in(k, t))(step_keys), record=True,
+                          masked=masked)[1]
         ended = steps_.alive & (steps_.terminated | steps_.truncated)
         return steps_.obs, steps_.action, steps_.reward, steps_.alive, ended
 
@@ -194,6 +200,7 @@ def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int =
     out = _check_out(Path(out))
     from dqnx import trained
     from dqnx.agents import make_learner
+    from dqnx.agents.exploration import greedy as greedy_action
 
     agent = trained.load(run_dir, weights=weights, trust_env_code=trust_env_code)
     if not 0 <= seed_index < len(agent.seeds):
@@ -201,11 +208,11 @@ def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int =
     params = jax.tree.map(lambda x: x[seed_index], agent.params)
     q_values = make_learner(agent.algorithm, agent.config, agent.env).q_values
 
-    def greedy(obs: jax.Array) -> jax.Array:
-        return q_values(params, obs).argmax(axis=-1).astype(jnp.int32)
+    def greedy(obs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        return greedy_action(q_values(params, obs), mask).astype(jnp.int32)
 
     start = time.perf_counter()
-    data = rollout(agent.env, greedy, rollout_key(seed), samples)
+    data = rollout(agent.env, greedy, rollout_key(seed), samples, masked=agent.action_masks)
     columns = feature_columns(agent.env.obs_shape) + [ACTION_COLUMN]
     meta = {
         "format": FORMAT,
@@ -220,6 +227,7 @@ def make_dataset(run_dir: str | Path, samples: int, out: str | Path, seed: int =
         "key_stream": DATASET_STREAM,
         "episodes": len(data.episode_lengths),
         "episode_lengths": data.episode_lengths,
+        "action_masks": agent.action_masks,  # the expert acted among the legal actions of each state
         "expert": {
             "run_dir": str(Path(agent.run_dir).resolve()),
             "agent": agent.algorithm,

@@ -242,7 +242,8 @@ def add_episodes(run: RunData, episodes: int, seed: int = 0, trust_env_code: boo
         env = agent.env.make(train=False)
         try:
             run.episodes = {
-                s: gymnasium_greedy_episodes(env, lambda obs, i=i: agent.q_values(obs, seed_index=i), episodes, seed)
+                s: gymnasium_greedy_episodes(env, lambda obs, i=i: agent.q_values(obs, seed_index=i), episodes, seed,
+                                             masked=agent.action_masks)
                 for i, s in enumerate(agent.seeds)
             }
         finally:

@@ -113,14 +113,16 @@ def jax_env_episodes(agent: Any, episodes: int, seed: int = 0, seed_index: int =
 
 # --- Gymnasium environments ------------------------------------------------------------------
 
-def gymnasium_episodes(env: Any, act: Callable[[Any], int], episodes: int, seed: int = 0) -> list[RecordedEpisode]:
+def gymnasium_episodes(env: Any, act: Callable[..., int], episodes: int, seed: int = 0,
+                       masked: bool = False) -> list[RecordedEpisode]:
     """Episodes of `act` (observation -> action) on a Gymnasium env made with render_mode="rgb_array";
-    episode i resets with seed + i (played by dqnx.drivers.episodes.play_host)."""
+    episode i resets with seed + i (played by dqnx.drivers.episodes.play_host). masked: act(obs,
+    mask) also gets each observation's legal actions (info["action_mask"])."""
     from dqnx.drivers.episodes import play_host
 
     frames: list[np.ndarray] = []  # every episode's frames, one after another: a reset's, then each step's
-    played = play_host(env, lambda obs: (int(act(obs)), None), [seed + index for index in range(episodes)],
-                       on_step=lambda env: frames.append(np.asarray(env.render(), np.uint8)))
+    played = play_host(env, lambda *observed: (int(act(*observed)), None), [seed + index for index in range(episodes)],
+                       on_step=lambda env: frames.append(np.asarray(env.render(), np.uint8)), masked=masked)
     out, start = [], 0
     for episode in played:
         count = len(episode.actions) + 1
@@ -229,15 +231,19 @@ def agent_episodes(agent: Any, episodes: int, seed: int) -> list[RecordedEpisode
         epsilon = agent.config.eval_epsilon
         rng = np.random.default_rng(seed)
 
-        def act(obs: Any) -> int:
+        def act(obs: Any, mask: np.ndarray | None = None) -> int:
             # The run's evaluation policy: with eval_epsilon > 0 (Atari), an agent that never
-            # presses FIRE cannot stall the recording for a whole 27k-step game.
+            # presses FIRE cannot stall the recording for a whole 27k-step game. With masks
+            # (a run trained with them), random and greedy actions are legal ones.
             if epsilon > 0 and rng.random() < epsilon:
-                return int(rng.integers(agent.env.num_actions))
-            return int(agent.act(obs))
+                if mask is None:
+                    return int(rng.integers(agent.env.num_actions))
+                legal = np.flatnonzero(mask)
+                return int(legal[rng.integers(len(legal))])
+            return int(agent.act(obs, mask))
 
         try:
-            return gymnasium_episodes(env, act, episodes, seed)
+            return gymnasium_episodes(env, act, episodes, seed, masked=agent.action_masks)
         finally:
             env.close()
     return jax_env_episodes(agent, episodes, seed)

@@ -99,16 +99,17 @@ def greedy_episodes(agent: Any, episodes: int, seed: int = 0, seed_index: int = 
     return out
 
 
-def gymnasium_greedy_episodes(env: Any, q_values: Any, episodes: int, seed: int = 0) -> list[Episode]:
+def gymnasium_greedy_episodes(env: Any, q_values: Any, episodes: int, seed: int = 0, masked: bool = False) -> list[Episode]:
     """The same for a Gymnasium env, stepped on the host: `q_values(obs) -> (num_actions,)`;
-    episode i resets with seed + i."""
+    episode i resets with seed + i. masked: the greedy action ranges over the legal actions of
+    each step's info["action_mask"] (a run trained with masks)."""
     from dqnx.drivers.episodes import play_host
 
-    def choose(obs):
+    def choose(obs, mask=None):
         q = np.asarray(q_values(obs), np.float64)
-        return int(q.argmax()), q
+        return int((q if mask is None else np.where(mask, q, -np.inf)).argmax()), q
 
     return [Episode(observations=np.stack([np.asarray(o) for o in e.observations]),
                     actions=np.asarray(e.actions, np.int64), rewards=np.asarray(e.rewards),
                     q_values=np.stack(e.q_values), terminated=e.terminated)
-            for e in play_host(env, choose, [seed + index for index in range(episodes)])]
+            for e in play_host(env, choose, [seed + index for index in range(episodes)], masked=masked)]
