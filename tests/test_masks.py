@@ -270,10 +270,18 @@ def test_taxi_v4_is_masked():
 # --- learning: zero violations, the legal optimum ---------------------------------------
 
 
-def test_dqn_learns_vault_without_an_illegal_action(tmp_path, tiny, capsys):
-    """Vault-v0 pays 100 for any illegal action: a training or evaluation return above 10 is
-    a violation. Unmasked, DQN learns to take the jackpot (see docs/masking.md)."""
-    config = tiny(total_steps=3000, eval_every=1000, learning_starts=200, epsilon_decay_steps=1500)
+# Every switch of Rainbow: Double, dueling, n-step, prioritized replay, noisy nets, C51 (over
+# the legal returns 0..10). Plain DQN learns masked on the host loop below.
+RAINBOW = {"double_dqn": True, "dueling": True, "n_step": 3, "prioritized": True, "noisy": True,
+           "distributional": True, "num_atoms": 11, "v_min": 0.0, "v_max": 10.0}
+
+
+def test_rainbow_learns_vault_without_an_illegal_action(tmp_path, tiny, capsys):
+    """Vault-v0 pays 100 for any illegal action and ends the episode: a training or evaluation
+    return above 10 is a violation. Unmasked, DQN learns to take the jackpot. The full Rainbow
+    set acts (epsilon, noise, greedy) and bootstraps (C51's legal expected value, Double's
+    legal argmax, the n-step's last mask) only among legal actions."""
+    config = tiny(total_steps=3000, eval_every=1000, learning_starts=200, epsilon_decay_steps=1500, **RAINBOW)
     run = dqnx.train("Vault-v0", config=config, out=tmp_path / "vault")
     summary = run.summary
     assert summary["action_masks"] is True
