@@ -44,6 +44,7 @@ class SpecEnv:
     frame_stack: int = 0
     atari: bool = False
     max_episode_steps: int = 100
+    masked: bool = False  # gives legal-action masks
 
 
 VECTOR = SpecEnv("Vector-v0", (4,), 3, obs_low=(-1.0, -2.0, -1.0, -2.0), obs_high=(1.0, 2.0, 1.0, 2.0))
@@ -112,6 +113,7 @@ def test_export_matches_dqnx(name, tmp_path):
             exported = jax.export.deserialize(bytearray(out.read_bytes()))
             q, action = exported.call(obs, np.ones((CHECK_BATCH, env.num_actions), bool))
         assert meta["env_id"] == env.env_id and meta["num_actions"] == str(env.num_actions)
+        assert meta["trained_with_action_masks"].lower() == "false"  # json.dumps in ONNX, str() read from the sidecar
         assert json.loads(meta["observation_shape"]) == list(env.obs_shape) and meta["observation_dtype"] == ("uint8" if env.obs_dtype == "uint8" else "float32")
         if env.num_states:
             assert "one-hot" in meta["input_contract"]
@@ -119,6 +121,13 @@ def test_export_matches_dqnx(name, tmp_path):
             assert "preprocessed Atari frames" in meta["input_contract"]
         np.testing.assert_allclose(q, expected, rtol=0, atol=tolerance)
         np.testing.assert_array_equal(action, expected.argmax(-1))
+
+
+def test_metadata_says_whether_the_agent_needs_masks():
+    masked = SpecEnv("Masked-v0", (4,), 3, masked=True)
+    assert policy_of(untrained_agent(masked)).metadata["trained_with_action_masks"] is True
+    off = untrained_agent(masked, config=dqn(action_mask="off"))
+    assert policy_of(off).metadata["trained_with_action_masks"] is False
 
 
 def test_onnx_mask_is_optional_and_respected(tmp_path):

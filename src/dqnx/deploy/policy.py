@@ -96,9 +96,12 @@ def policy_of(agent: Any, seed_index: int = 0) -> Policy:
         "observation_dtype": obs_dtype,
         "num_actions": int(env.num_actions),
         "input_contract": input_contract(env, obs_dtype),
+        # True: the agent never learned what illegal actions are worth; pass each state's mask.
+        "trained_with_action_masks": bool(agent.action_masks),
         "inputs": {
             "observation": f"[batch, {', '.join(map(str, env.obs_shape))}] {obs_dtype}",
-            "action_mask": f"[batch, {env.num_actions}] bool: True where the action is legal",
+            "action_mask": f"[batch, {env.num_actions}] bool: True where the action is legal"
+                           + (" (this agent was trained with masks: pass the environment's)" if agent.action_masks else ""),
         },
         "outputs": {
             "q_values": f"[batch, {env.num_actions}] float32: Q(s, a) of the greedy policy (the mask does not change them)",
