@@ -169,7 +169,9 @@ def test_no_function_body_over_80_lines():
     long = []
     for path in sorted(SRC.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and own_body_lines(node) > MAX_FUNCTION_LINES:
+            # a span within the limit needs no closer look (own_body_lines walks the whole body)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno > MAX_FUNCTION_LINES \
+                    and own_body_lines(node) > MAX_FUNCTION_LINES:
                 long.append(f"{path.relative_to(SRC.parent)}:{node.lineno} {node.name} ({own_body_lines(node)} lines)")
     assert not long, f"function bodies over {MAX_FUNCTION_LINES} lines; break them into named steps:\n" + "\n".join(long)
 
