@@ -208,7 +208,8 @@ def test_host_loop_learns_a_custom_environment_within_a_step_budget(toys_on_path
     assert {p.name for p in written} >= {"q_vs_return.png", "returns.png", "loss.png"}
 
 
-def test_gymnasium_run_through_the_cli_prints_its_backend_and_resumes(tmp_path, dqnx_cli):
+def test_gymnasium_run_through_the_cli_prints_its_backend_and_resumes(tmp_path, dqnx_cli_here):
+    dqnx_cli = dqnx_cli_here  # the command's entry point in this process (test_cli.py runs it in a real one)
     sets = ["--set", "eval_every=500", "--set", "eval_episodes=2", "--set", "final_eval_episodes=2",
             "--set", "hidden_sizes=16", "--set", "learning_starts=100", "--set", "buffer_size=1000"]
     first = dqnx_cli(["train", "CartPole-v1", "--backend", "gymnasium", "--steps", "500", "--out", "run", *sets],

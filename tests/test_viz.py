@@ -12,8 +12,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,14 +38,6 @@ def agent(run2):
     import dqnx
 
     return dqnx.load(run2)
-
-
-def dqnx_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """The command as a user runs it (as in test_cli.py): a subprocess without a terminal."""
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE")}
-    env["NO_COLOR"] = "1"
-    return subprocess.run([sys.executable, "-m", "dqnx.cli", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def metrics_rows(run: Path) -> list[dict[str, str]]:
@@ -430,7 +420,8 @@ def test_report_in_headless_chromium(report_file, tmp_path):
 
 # --- the commands -----------------------------------------------------------------------------
 
-def test_cli_plot_record_report(run2, tmp_path):
+def test_cli_plot_record_report(run2, tmp_path, dqnx_cli_here):
+    dqnx_cli = dqnx_cli_here  # the command's entry point in this process (test_cli.py runs it in a real one)
     run = tmp_path / "run"
     shutil.copytree(run2, run)
     result = dqnx_cli(["plot", "run", "--episodes", "1"], tmp_path)
