@@ -168,3 +168,21 @@ def test_the_host_loop_carries_the_memory_through_gymnasium_episodes(tmp_path, m
     run = dqnx.train("gym_toys:CueRecall", config=config, env_params={"max_episode_steps": 10}, out=tmp_path / "host",
                      tensorboard=False)
     assert run.summary["eval_mean_return"] >= 0.9, run.summary
+
+
+def test_frame_stacking_remembers_the_last_k_observations_and_forgets_at_an_episode_start():
+    from dqnx.agents.dqn import make_dqn_learner
+    from dqnx.protocols import reset_act_state
+
+    config = DQNConfig(frame_stack=3, hidden_sizes=(8,)).validate()
+    learner = make_dqn_learner(config, (2,), num_actions=2)
+    params = learner.init(jax.random.PRNGKey(0)).params
+    state = learner.init_act_state(1)
+    assert state.shape == (1, 2, 2) and not state.any()  # K - 1 = 2 frames of zeros before the first
+    for t in range(4):
+        _, state = learner.act(params, state, jnp.full((1, 2), float(t + 1)), jnp.ones((1, 2), bool),
+                               jax.random.PRNGKey(t), 0.0)
+    np.testing.assert_array_equal(state[0], [[3.0, 3.0], [4.0, 4.0]])  # the last two, oldest first
+    assert not reset_act_state(learner, state, jnp.array([True])).any()
+    with pytest.raises(dqnx.UsageError, match="two memories"):
+        DQNConfig(frame_stack=3, memory="gru").validate()

@@ -431,7 +431,7 @@ def envs() -> None:
     for family, ids in GYMNASIUM_EXAMPLES.items():
         for env_id in ids:
             threshold = reward_threshold(env_id)
-            preset_id = "atari" if env_id.startswith("ALE/") else env_id
+            preset_id = "atari" if env_id.startswith("ALE/") else env_id.split(":", 1)[-1]
             shown = f"{env_id} (action masks)" if env_id in MASKED_EXAMPLES else env_id
             table.add_row(shown, escape(family), "-" if threshold is None else f"{threshold:g}",
                           ", ".join(a for a in CONFIGS if preset_path(preset_id, a)) or "-")

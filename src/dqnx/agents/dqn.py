@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from dqnx.agents.exploration import epsilon_at, epsilon_greedy, greedy
-from dqnx.agents.networks import QNetwork, RecurrentQNetwork, initial_memory, make_network
+from dqnx.agents.networks import QNetwork, RecurrentQNetwork, StackedQNetwork, initial_memory, make_network
 from dqnx.config import DQNConfig, hyperparameters
 from dqnx.protocols import Batch, Learner
 
@@ -317,6 +317,7 @@ class DQN(NamedTuple):
     recurrent_q: Callable[..., tuple[jax.Array, Any]] | None = None  # recurrent: (params, memory, obs) -> (Q, memory)
     unroll: Callable[..., tuple[Any, jax.Array, Any]] | None = None  # recurrent: Q over sequences (see make_dqn)
     sequence_loss: Callable[..., tuple[jax.Array, dict]] | None = None  # recurrent: the loss of replayed sequences
+    sequence_steps: int = 0  # recurrent: steps of each replayed sequence (burn-in included)
 
 
 def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, obs_dtype: Any = jnp.float32,
@@ -328,9 +329,16 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
     (`recurrent_loss_fn`: burn-in, resets at episode starts, padding masked).
     """
     atoms = config.num_atoms if config.distributional else 1
-    recurrent = config.memory != "none"
-    if recurrent:
-        network: nn.Module = RecurrentQNetwork(
+    stacking = config.frame_stack > 1  # frame stacking: a memory of the last K-1 observations (StackedQNetwork)
+    recurrent = config.memory != "none" or stacking
+    # A stack's memory is exact, not a stale hidden state: no burn-in; sequences just long enough for n-step returns.
+    burn_in, sequence_length = (0, config.n_step) if stacking else (config.burn_in, config.sequence_length)
+    if stacking:
+        network: nn.Module = StackedQNetwork(
+            num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes), activation=config.activation,
+            layer_norm=config.layer_norm, dueling=config.dueling)
+    elif recurrent:
+        network = RecurrentQNetwork(
             num_actions=num_actions, hidden_sizes=tuple(config.hidden_sizes), memory=config.memory,
             memory_size=config.memory_size, activation=config.activation, layer_norm=config.layer_norm,
             dueling=config.dueling)
@@ -346,6 +354,8 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
 
     def init_memory(batch: int) -> Any:
         """The recurrent state of `batch` episodes at their start (the act state of a recurrent DQN)."""
+        if stacking:
+            return initial_memory("stack", batch, config.frame_stack, obs_shape)
         return initial_memory(config.memory, batch, config.memory_size)
 
     def init(key: jax.Array) -> AgentState:
@@ -426,7 +436,8 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
         initial memory at `first` steps: (final memory, Q [batch, T, actions], memory after each step [T, batch, ...])."""
         def step(memory, inputs):
             obs_t, first_t = inputs
-            memory = jax.tree.map(lambda m, zero: jnp.where(first_t[:, None], zero, m), memory, init_memory(first_t.shape[0]))
+            memory = jax.tree.map(lambda m, zero: jnp.where(first_t.reshape((-1,) + (1,) * (m.ndim - 1)), zero, m),
+                                  memory, init_memory(first_t.shape[0]))
             memory, q = network.apply(params, memory, obs_t)
             return memory, (q, memory)
 
@@ -449,7 +460,7 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
         (no loss, and stop_gradient: no gradient flows through them); n-step targets stay
         inside each sequence and episode (`sequence_returns`); padded steps are masked out.
         Priority per sequence: 0.9 max + 0.1 mean |TD error| (R2D2's eta = 0.9)."""
-        burn = config.burn_in
+        burn = burn_in
         memory = target_memory = seq.start_state
         if burn:
             memory = jax.lax.stop_gradient(unroll(params, memory, seq.obs[:, :burn], seq.first[:, :burn])[0])
@@ -505,7 +516,8 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
 
     return DQN(config=config, network=network, init=init, q_values=q_values, act=act, update=update,
                init_memory=init_memory if recurrent else None, recurrent_q=recurrent_q if recurrent else None,
-               unroll=unroll if recurrent else None, sequence_loss=recurrent_loss_fn if recurrent else None)
+               unroll=unroll if recurrent else None, sequence_loss=recurrent_loss_fn if recurrent else None,
+               sequence_steps=burn_in + sequence_length if recurrent else 0)
 
 
 # --- 5. The learner: replay and the training cadence around `update` -------------------
@@ -545,10 +557,10 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
     dqn = make_dqn(config, obs_shape, num_actions, obs_dtype, image_layout)
     n = config.num_envs
     capacity = config.buffer_size if config.replay else n
-    recurrent = config.memory != "none"
+    recurrent = dqn.recurrent_q is not None  # memory = gru | lstm, or frame_stack > 1
     replay_module = sequences if recurrent else frames if (frame_stack and config.replay) else uniform
     if recurrent and frame_stack:
-        raise UsageError(f"memory={config.memory} does not take stacked-frame (Atari) observations; use memory=none")
+        raise UsageError("these observations are stacked frames already (Atari's 4); leave memory=none and frame_stack=0")
     monte_carlo = config.target == "monte_carlo"
     multi_step = config.n_step > 1 or monte_carlo
     if replay_module is frames and (multi_step or config.prioritized):
@@ -579,7 +591,7 @@ def make_dqn_learner(config: DQNConfig, obs_shape: tuple[int, ...], num_actions:
         else:
             index, weight = uniform.sample_index(replay, key, config.batch_size), None
         if recurrent:  # sequences of burn_in + sequence_length steps from the sampled start slots
-            return sequences.sample_sequences(replay, index, config.burn_in + config.sequence_length, n), index, None, weight
+            return sequences.sample_sequences(replay, index, dqn.sequence_steps, n), index, None, weight
         if not multi_step:
             return jax.tree.map(lambda store: store[index], replay.storage)._replace(episode_end=None), index, None, weight
         ahead = nstep.multi_step(replay, index, horizon, n, values["gamma"])

@@ -262,8 +262,40 @@ class RecurrentQNetwork(nn.Module):
         return memory, q
 
 
-def initial_memory(kind: str, batch: int, size: int) -> Any:
-    """The zero carry of `batch` episodes' starts: [batch, size] (GRU), or a (cell, hidden) pair (LSTM),
-    the layout of flax's GRUCell and OptimizedLSTMCell."""
+class StackedQNetwork(nn.Module):
+    """Frame stacking as a memory: (the last K-1 observations, observation) -> (the last K-1
+    observations, Q of the K stacked). The memory is a window, not learned: stacked
+    observations [batch, K - 1, *obs_shape], zeros before an episode's first. A
+    feed-forward MLP (and head) reads the K observations flattened side by side.
+    """
+
+    num_actions: int
+    hidden_sizes: tuple[int, ...]
+    activation: str = "relu"
+    layer_norm: bool = False
+    dueling: bool = False
+
+    @nn.compact
+    def __call__(self, memory: jax.Array, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = ACTIVATIONS[self.activation]
+        stacked = jnp.concatenate([memory, _as_float(obs)[:, None]], axis=1)  # oldest first
+        x = stacked.reshape(obs.shape[0], -1)
+        for width in self.hidden_sizes:
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        q = nn.Dense(self.num_actions)(x)
+        if self.dueling:
+            q = dueling_combine(nn.Dense(1)(x), q)
+        return stacked[:, 1:], q
+
+
+def initial_memory(kind: str, batch: int, size: int, obs_shape: tuple[int, ...] = ()) -> Any:
+    """The zero carry of `batch` episodes' starts: [batch, size] (GRU), a (cell, hidden) pair (LSTM),
+    the layout of flax's GRUCell and OptimizedLSTMCell; for a frame stack ('stack') of `size` frames,
+    the size - 1 observations before the first, zeros [batch, size - 1, *obs_shape]."""
+    if kind == "stack":
+        return jnp.zeros((batch, size - 1, *obs_shape), jnp.float32)
     zeros = jnp.zeros((batch, size), jnp.float32)
     return zeros if kind == "gru" else (zeros, zeros)

@@ -56,8 +56,12 @@ def build_config(
 
 
 def preset_id(env: Any) -> str:
-    """The preset name of a built environment: its id; every Atari game shares presets/atari.toml."""
-    return "atari" if getattr(env, "atari", False) else env.env_id
+    """The preset name of a built environment: its id; every Atari game shares presets/atari.toml;
+    another package's registered id (package:EnvId) the id alone (popgym:popgym-RepeatFirstEasy-v0
+    reads presets/popgym-RepeatFirstEasy-v0.toml), since file names keep no colon."""
+    if getattr(env, "atari", False):
+        return "atari"
+    return env.env_id.split(":", 1)[1] if ":" in env.env_id else env.env_id
 
 
 def resolve_config(env_id: str, agent: str, config: Any, config_file: Any, steps: int | None) -> RunConfig:

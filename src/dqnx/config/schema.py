@@ -163,6 +163,7 @@ class DQNConfig(RunConfig):
     memory: str = _doc("'none' (a feed-forward Q-network), 'gru' or 'lstm': a recurrent cell after the hidden dense layers, for partially observable tasks. Acting and evaluation carry its hidden state through each episode (reset at an episode's start); replay samples sequences of burn_in + sequence_length steps with the hidden state stored at their start (Kapturowski et al. 2019, R2D2).", default="none")
     memory_size: int = _doc("Width of the recurrent cell's hidden state (memory = gru or lstm).", default=64)
     sequence_length: int = _doc("Steps of each replayed sequence that are learned from (memory = gru or lstm); a sequence may run across an episode's end (the hidden state resets there) and steps not yet collected are masked out of the loss.", default=20)
+    frame_stack: int = _doc("Frame stacking, the simpler alternative to memory: the Q-network reads the last frame_stack observations side by side (zeros before an episode's first); 0 or 1 = off. Any env but Atari, whose observations are stacked 4 already.", default=0)
     burn_in: int = _doc("Steps before each replayed sequence that only warm up the hidden state from the stored one (no loss, no gradient; memory = gru or lstm). R2D2 used 40 with sequences of 80.", default=10)
 
     # --- replay and update cadence -------------------------------------------------
@@ -238,7 +239,11 @@ class DQNConfig(RunConfig):
         if self.target == "monte_carlo" and self.n_step > 1:
             raise UsageError("target=monte_carlo already sums rewards to the episode's end; leave n_step at 1")
         _choice(self, "memory", ("none", "gru", "lstm"))
-        if self.memory != "none":
+        if self.frame_stack < 0:
+            raise UsageError(f"frame_stack must be >= 0 (0 or 1 = off), got {self.frame_stack}")
+        if self.frame_stack > 1 and self.memory != "none":
+            raise UsageError(f"frame_stack ({self.frame_stack}) and memory={self.memory} are two memories; choose one")
+        if self.memory != "none" or self.frame_stack > 1:
             self._validate_memory()
         return self
 
@@ -252,9 +257,9 @@ class DQNConfig(RunConfig):
             ("target=monte_carlo", self.target == "monte_carlo"), (f"q_head={self.q_head}", self.q_head != "per_action_output"),
             (f"network={self.network}", self.network not in ("auto", "mlp"))) if on]
         if unsupported:
-            raise UsageError(f"memory={self.memory} does not support {', '.join(unsupported)}; use memory=none with them, "
-                             "or leave them at their defaults")
-        if self.n_step > self.sequence_length:
+            kind = f"memory={self.memory}" if self.memory != "none" else f"frame_stack={self.frame_stack}"
+            raise UsageError(f"{kind} does not support {', '.join(unsupported)}; leave them at their defaults")
+        if self.memory != "none" and self.n_step > self.sequence_length:
             raise UsageError(f"n_step ({self.n_step}) is longer than sequence_length ({self.sequence_length}); "
                              "n-step returns are summed inside each replayed sequence: raise sequence_length")
 

@@ -111,6 +111,8 @@ GYMNASIUM_EXAMPLES: dict[str, list[str]] = {
     "Box2D (extra: dqnx[box2d])": ["LunarLander-v3"],
     "toy text": ["FrozenLake-v1", "FrozenLake8x8-v1", "CliffWalking-v1", "Taxi-v4"],
     "Atari, any ALE/<Game>-v5 (extra: dqnx[atari])": ["ALE/Pong-v5", "ALE/Breakout-v5"],
+    "POPGym, partially observable: memory=gru (package popgym)": ["popgym:popgym-RepeatFirstEasy-v0",
+                                                                  "popgym:popgym-RepeatPreviousEasy-v0"],
 }
 
 
@@ -215,7 +217,8 @@ def _code_factory(env_id: str, params: dict[str, Any]) -> tuple[Callable[[str | 
     if is_registered:
 
         def factory(render_mode: str | None = None) -> Any:
-            return gym.make(attr, render_mode=render_mode, **params)
+            # render_mode only when asked for: some packages' envs (popgym's) take no such argument
+            return gym.make(attr, **params) if render_mode is None else gym.make(attr, render_mode=render_mode, **params)
 
         return checked_factory(env_id, factory), f"{env_id}: imported {module_name}, then made its registered id {attr} (package:EnvId)"
     if target is not None:
