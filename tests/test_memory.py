@@ -186,3 +186,15 @@ def test_frame_stacking_remembers_the_last_k_observations_and_forgets_at_an_epis
     assert not reset_act_state(learner, state, jnp.array([True])).any()
     with pytest.raises(dqnx.UsageError, match="two memories"):
         DQNConfig(frame_stack=3, memory="gru").validate()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"memory": "gru", "distributional": True}, "memory=gru does not support distributional"),
+    ({"memory": "lstm", "replay": False}, "memory=lstm does not support replay=false"),
+    ({"frame_stack": 4, "noisy": True}, "frame_stack=4 does not support noisy"),
+    ({"memory": "gru", "n_step": 30}, "n_step (30) is longer than sequence_length (20)"),
+    ({"memory": "rnn"}, "memory must be one of none, gru, lstm"),
+])
+def test_settings_memory_cannot_serve_are_refused_in_one_line(changes, message):
+    with pytest.raises(dqnx.UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        DQNConfig(**changes).validate()
