@@ -136,7 +136,7 @@ def test_boltzmann_and_evaluation_policies_stay_legal():
     legal = jnp.tile(jnp.array([[True, False, True]]), (500, 1))
     sampled = np.asarray(boltzmann(q, jax.random.PRNGKey(0), 5.0, legal))
     assert set(sampled.tolist()) == {0, 2}
-    learner = types.SimpleNamespace(q_values=lambda params, obs: obs)
+    learner = types.SimpleNamespace(q_values=lambda params, obs: obs, recurrent_q=None)  # a feed-forward Learner
     for changes in ({}, {"eval_epsilon": 0.5}, {"eval_temperature": 2.0}):
         actions = evaluation_action(DQNConfig(**changes), learner, None, q, jax.random.PRNGKey(1), legal)
         assert not np.isin(np.asarray(actions), [1]).any(), changes
