@@ -198,3 +198,10 @@ def test_frame_stacking_remembers_the_last_k_observations_and_forgets_at_an_epis
 def test_settings_memory_cannot_serve_are_refused_in_one_line(changes, message):
     with pytest.raises(dqnx.UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         DQNConfig(**changes).validate()
+
+
+def test_export_refuses_an_agent_with_memory(cue_runs, tmp_path):
+    recurrent = cue_runs[0]
+    with pytest.raises(dqnx.UsageError, match="export and serve take feed-forward agents only"):
+        dqnx.export(recurrent.path, format="stablehlo", out=tmp_path / "model")
+    assert not list(tmp_path.iterdir())  # nothing written

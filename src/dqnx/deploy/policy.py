@@ -75,6 +75,11 @@ def policy_of(agent: Any, seed_index: int = 0) -> Policy:
                          f"{'s' * (len(seeds) > 1)}: {', '.join(map(str, seeds))}), got {seed_index!r}")
     if agent.algorithm == "imitation":
         raise UsageError("an imitation policy is a classifier without Q-values; export or serve the expert run it imitates")
+    if getattr(agent.config, "memory", "none") != "none" or getattr(agent.config, "frame_stack", 0) > 1:
+        # Its Q-values depend on the episode so far (a hidden state or a window of frames), which an
+        # observation-in, Q-out model cannot carry between requests.
+        raise UsageError("this run's agent has memory (memory or frame_stack): export and serve take feed-forward "
+                         "agents only, whose Q-values depend on the observation alone; evaluate it with dqnx eval")
     env = agent.env
     one_seed = jax.tree.map(lambda x: x[seed_index:seed_index + 1], agent.params)
     single = dataclasses.replace(agent, seeds=[seeds[seed_index]], params=one_seed)
