@@ -287,6 +287,7 @@ def test_boltzmann_agent_anneals_temperature_with_epsilon():
 def test_stochastic_evaluation_policy():
     class Fixed:
         q_values = staticmethod(lambda params, obs: jnp.tile(jnp.array([[0.0, math.log(3.0)]]), (obs.shape[0], 1)))
+        recurrent_q = None  # a feed-forward Learner (evaluation_action reads it since the memory commit 5be7b62)
 
     obs = jnp.zeros((20000, 1))
     greedy = evaluation_action(DQNConfig(), Fixed, None, obs, jax.random.PRNGKey(0))
