@@ -44,6 +44,8 @@ DOCS = ROOT / "docs"
 CANNOT_RUN: dict[tuple[str, str], str] = {
     ("index.md", "pip install . && dqnx train CartPole-v1"):
         "installs dqnx; the tier runs the worktree's code (its `dqnx train CartPole-v1` runs below at a small budget)",
+    ("howto/export-serve.md", 'pip install "dqnx[export]"     # jax2onnx, onnx, onnxruntime (StableHLO export needs none of it)'):
+        "installs packages; the test extra the tier runs with already holds the export and serve extras' packages",
 }
 
 _FENCE = re.compile(r"^```(\w+)?\s*$")
