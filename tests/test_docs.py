@@ -46,6 +46,9 @@ CANNOT_RUN: dict[tuple[str, str], str] = {
         "installs dqnx; the tier runs the worktree's code (its `dqnx train CartPole-v1` runs below at a small budget)",
     ("howto/export-serve.md", 'pip install "dqnx[export]"     # jax2onnx, onnx, onnxruntime (StableHLO export needs none of it)'):
         "installs packages; the test extra the tier runs with already holds the export and serve extras' packages",
+    ("tutorials/pixels.md", "dqnx train ALE/Pong-v5 --steps 2000000 --out runs/pong"):
+        "Atari needs a GPU: on this CPU the Nature CNN trains at about 120 env steps/s, and a few thousand steps "
+        "teach nothing (tests/test_gymnasium.py covers the Atari pipeline at a small budget)",
 }
 
 _FENCE = re.compile(r"^```(\w+)?\s*$")
