@@ -109,7 +109,7 @@ def reset_act_state(learner: "Learner", act_state: Any, episode_start: Any) -> A
 def step_q_values(learner: "Learner", params: Any, act_state: Any, obs: Any) -> tuple[Any, Any]:
     """(Q(s, .), next act state) of one step of the greedy policy: a recurrent learner's
     `recurrent_q`, else its `q_values` with the act state passed through."""
-    if learner.recurrent_q is None:
+    if getattr(learner, "recurrent_q", None) is None:  # stand-in learners may predate the field
         return learner.q_values(params, obs), act_state
     return learner.recurrent_q(params, act_state, obs)
 

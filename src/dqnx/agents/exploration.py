@@ -101,7 +101,7 @@ def evaluation_step(config: RunConfig, learner, params, act_state, obs: jax.Arra
                     mask: jax.Array | None = None) -> tuple[jax.Array, object]:
     """(`evaluation_action`'s actions, the next act state): one step of the evaluation policy
     that carries a recurrent learner's memory (`act_state`, from `learner.init_act_state`)."""
-    if learner.recurrent_q is not None and not jax.tree.leaves(act_state):
+    if getattr(learner, "recurrent_q", None) is not None and not jax.tree.leaves(act_state):
         act_state = learner.init_act_state(obs.shape[0])
     q_values, act_state = step_q_values(learner, params, act_state, obs)
     if config.eval_temperature > 0:

@@ -98,7 +98,7 @@ class HostDriver:
         self._mask: np.ndarray | None = None  # [seeds, n, num_actions] legal actions at self._obs (masked runs)
         # Recurrent learners: which envs' current observation starts an episode ([seeds, n], where
         # the memory resets), and the memory each pending action was chosen from (staged for replay).
-        self.recurrent = learner.recurrent_q is not None
+        self.recurrent = getattr(learner, "recurrent_q", None) is not None
         self._start: np.ndarray | None = None
         self._acted_from: Any = None
         nan = jnp.full((), jnp.nan, jnp.float32)
