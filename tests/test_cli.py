@@ -21,6 +21,7 @@ import pytest
 TINY_SETS = [
     "--set", "eval_every=1000", "--set", "eval_episodes=8", "--set", "final_eval_episodes=8",
     "--set", "hidden_sizes=32", "--set", "buffer_size=2000", "--set", "learning_starts=200",
+    "--set", "lr_schedule=constant",  # the preset's decays to 0: the resume cases extend these runs
 ]
 RUN_FILES = ["config.json", "best.safetensors", "last.safetensors", "checkpoint.safetensors", "metrics.csv", "summary.json"]
 

@@ -216,7 +216,8 @@ def test_gymnasium_run_through_the_cli_prints_its_backend_and_resumes(tmp_path, 
                      cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "backend: gymnasium, host loop" in first.stderr + first.stdout
-    resumed = dqnx_cli(["train", "--resume", "run", "--steps", "1000", "-q"], cwd=tmp_path)
+    # The preset's learning rate decays to 0 at step 500: the extension trains at a given lr_end.
+    resumed = dqnx_cli(["train", "--resume", "run", "--steps", "1000", "--set", "lr_end=1e-4", "-q"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["total_steps"] == 1000
