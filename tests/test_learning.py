@@ -72,8 +72,13 @@ def test_prioritized_replay_solves_cartpole(tmp_path):
 @pytest.mark.slow
 def test_c51_solves_cartpole(tmp_path):
     """The categorical (C51) loss and projection learning a real environment: 51 atoms over [0, 100], the
-    range of CartPole-v1's discounted returns (+1 per step, gamma 0.99); the preset otherwise."""
-    run = dqnx.train("CartPole-v1", seed=0, config={"distributional": True, "num_atoms": 51, "v_min": 0.0, "v_max": 100.0},
+    range of CartPole-v1's discounted returns (+1 per step, gamma 0.99); the preset otherwise, but with the
+    constant learning rate and Polyak rate 0.01 the test was validated on (the preset before its retune for
+    stable last weights: with that retune seed 0's best weights, picked at 18k steps, scored 457 over 100
+    episodes). Its subject is the C51 loss, so it does not follow later preset changes."""
+    c51 = {"distributional": True, "num_atoms": 51, "v_min": 0.0, "v_max": 100.0,
+           "lr_schedule": "constant", "tau": 0.01}
+    run = dqnx.train("CartPole-v1", seed=0, config=c51,
                      stop_when_solved=True, out=tmp_path / "run", tensorboard=False)
     assert run.config.distributional and run.config.num_atoms == 51
     assert run.config.n_step == 1 and not run.config.prioritized and not run.config.noisy  # C51 alone
