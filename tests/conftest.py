@@ -78,8 +78,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def cartpole_solved(tmp_path_factory):
     """`dqnx train CartPole-v1 --until-solved` with seed 0: the preset as shipped, stopped at its first
-    periodic evaluation (100 episodes) at or above 475. tests/test_learning.py checks it learned;
-    tests/test_imitation.py uses it as the expert. Read it only."""
+    periodic evaluation (100 episodes) at or above 475. tests/test_learning.py checks it learned. Read it only."""
     import dqnx
 
     return dqnx.train("CartPole-v1", seed=0, stop_when_solved=True, out=tmp_path_factory.mktemp("shared") / "solved")

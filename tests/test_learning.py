@@ -22,7 +22,7 @@ import dqnx
 
 
 def test_cartpole_preset_solves(cartpole_solved):
-    run = cartpole_solved  # conftest's: the preset, seed 0, stopped when solved (also test_imitation's expert)
+    run = cartpole_solved  # conftest's: the preset, seed 0, stopped when solved
     summary = run.summary
     assert run.config.total_steps == 50_000  # the real preset, not a test config
     assert summary["steps_to_solve"] is not None, summary
