@@ -93,6 +93,24 @@ def cartpole_two_seeds(tmp_path_factory):
     return dqnx.train("CartPole-v1", seed=0, seeds=2, config=tiny_config(), out=tmp_path_factory.mktemp("shared") / "cartpole2")
 
 
+def _assert_solved(run, threshold: float, budget: int) -> None:
+    """Every seed's periodic evaluation reached `threshold` within `budget` env steps, and the final
+    evaluation of its best weights (100 fresh episodes) is at or above it too."""
+    assert run.config.total_steps == budget and run.config.final_eval_episodes == 100
+    for seed in run.summary["per_seed"]:
+        assert seed["steps_to_solve"] is not None and seed["steps_to_solve"] <= budget, seed
+        assert seed["eval_mean_return"] >= threshold, seed
+        assert seed["solved"] is True, seed
+
+
+@pytest.fixture(scope="session")
+def assert_solved():
+    """The slow tier's check that a run learned: assert_solved(run, threshold, budget). A fixture because
+    test modules cannot import each other under --import-mode=importlib (tests/test_learning.py and
+    tests/test_learning_long.py both use it)."""
+    return _assert_solved
+
+
 def _cli_env() -> dict[str, str]:
     env = dict(os.environ)
     # What a script piping our stderr sees: no terminal, rich's default width.

@@ -34,18 +34,8 @@ def test_cartpole_preset_solves(cartpole_solved):
     assert summary["per_seed"][0]["solved"] is True
 
 
-def assert_solved(run, threshold: float, budget: int) -> None:
-    """Every seed's periodic evaluation reached `threshold` within `budget` env steps, and the final
-    evaluation of its best weights (100 fresh episodes) is at or above it too."""
-    assert run.config.total_steps == budget and run.config.final_eval_episodes == 100
-    for seed in run.summary["per_seed"]:
-        assert seed["steps_to_solve"] is not None and seed["steps_to_solve"] <= budget, seed
-        assert seed["eval_mean_return"] >= threshold, seed
-        assert seed["solved"] is True, seed
-
-
 @pytest.mark.slow
-def test_cartpole_preset_solves_three_seeds(tmp_path):
+def test_cartpole_preset_solves_three_seeds(tmp_path, assert_solved):
     run = dqnx.train("CartPole-v1", seed=0, seeds=3, stop_when_solved=True, out=tmp_path / "run", tensorboard=False)
     summary = run.summary
     assert summary["num_seeds"] == 3 and len(summary["per_seed"]) == 3
@@ -55,14 +45,14 @@ def test_cartpole_preset_solves_three_seeds(tmp_path):
 
 
 @pytest.mark.slow
-def test_mountaincar_preset_with_n_step_returns_solves(tmp_path):
+def test_mountaincar_preset_with_n_step_returns_solves(tmp_path, assert_solved):
     run = dqnx.train("MountainCar-v0", seed=0, stop_when_solved=True, out=tmp_path / "run", tensorboard=False)
     assert run.config.n_step == 3 and not run.config.distributional  # the preset's 3-step returns
     assert_solved(run, -110, 120_000)
 
 
 @pytest.mark.slow
-def test_prioritized_replay_solves_cartpole(tmp_path):
+def test_prioritized_replay_solves_cartpole(tmp_path, assert_solved):
     run = dqnx.train("CartPole-v1", seed=0, config={"prioritized": True}, stop_when_solved=True,
                      out=tmp_path / "run", tensorboard=False)
     assert run.config.prioritized and run.config.n_step == 1
@@ -70,7 +60,7 @@ def test_prioritized_replay_solves_cartpole(tmp_path):
 
 
 @pytest.mark.slow
-def test_c51_solves_cartpole(tmp_path):
+def test_c51_solves_cartpole(tmp_path, assert_solved):
     """The categorical (C51) loss and projection learning a real environment: 51 atoms over [0, 100], the
     range of CartPole-v1's discounted returns (+1 per step, gamma 0.99); the preset otherwise, but with the
     constant learning rate and Polyak rate 0.01 the test was validated on (the preset before its retune for
