@@ -21,13 +21,20 @@ import pytest
 # keep their own record, never the user's, and subprocesses inherit it.
 os.environ["DQNX_HOME"] = tempfile.mkdtemp(prefix="dqnx-test-home-")
 
+# dqnx gives JAX one host device per core (dqnx.jax_setup): at least two here, so that the tests of
+# seeds split over devices (the jax_devices fixture) run in this process on a one-core machine too.
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+if _cores < 2 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ.setdefault("DQNX_HOST_DEVICES", "2")
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    # The same persistent compilation cache the API turns on, so that programs the
-    # tests jit directly are also compiled once per machine, not once per run.
-    from dqnx import compile_cache
+    # What importing dqnx.api does before JAX starts its backend, whichever test file runs first: one host
+    # device per core, and the persistent compilation cache, so that programs the tests jit directly are
+    # also compiled once per machine, not once per run.
+    from dqnx import jax_setup
 
-    compile_cache.enable()
+    jax_setup.configure()
 
 
 def _slow_enabled(config: pytest.Config) -> bool:
@@ -172,14 +179,19 @@ def dqnx_cli_here():
     return _run_dqnx_here
 
 
-def _env_with_devices(count: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DQNX_HOST_DEVICES")}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"
-    return env
+@pytest.fixture
+def jax_devices(monkeypatch):
+    """Shows this process's JAX only its first `count` CPU devices for the rest of the test, as dqnx's
+    seed layout reads them (jax.devices(): drivers/jax_loop.Compiled, preflight), so a test trains on one
+    device or on two without a new interpreter (each costs seconds of imports and compiles): jax_devices(count).
+    The process has one host device per core (dqnx.jax_setup), at least two (see the top of this file)."""
+    import jax
 
+    available = jax.devices()
 
-@pytest.fixture(scope="session")
-def devices_env():
-    """The environment of a subprocess whose JAX sees `count` CPU devices whatever this
-    machine's core count: devices_env(count). (A test process cannot change its own.)"""
-    return _env_with_devices
+    def limit(count: int) -> None:
+        if len(available) < count:
+            pytest.skip(f"needs {count} JAX devices; XLA_FLAGS gave this process {len(available)}")
+        monkeypatch.setattr(jax, "devices", lambda *args, **kwargs: available[:count])
+
+    return limit

@@ -263,33 +263,16 @@ def test_seeds_in_one_program_train_on_the_configured_cadence(tmp_path, tiny):
     assert [int(row["updates"]) for row in last] == [902, 902]
 
 
-PADDED_SCRIPT = """
-import json, sys
-import jax
-import dqnx
-from dqnx.config import DQNConfig
-cfg = DQNConfig().replace(total_steps=1500, eval_every=500, eval_episodes=8, final_eval_episodes=8,
-                          hidden_sizes=(32,), buffer_size=1500, learning_starts=200)
-run = dqnx.train("CartPole-v1", seed=0, seeds=3, config=cfg, out=sys.argv[1], tensorboard=False)
-print(json.dumps({"devices": len(jax.devices())}))
-"""
-
-
-def _train_three_seeds(out, devices, env):
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", PADDED_SCRIPT, str(out)], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["devices"] == devices
-
-
-def test_a_seed_count_the_devices_do_not_divide_runs_padded_and_keeps_its_results(tmp_path, devices_env):
+def test_a_seed_count_the_devices_do_not_divide_runs_padded_and_keeps_its_results(tmp_path, tiny, jax_devices):
     """3 seeds on 2 devices run as 2 + 2 (a copy of the last seed fills the second device);
     every file holds 3 seeds, with the numbers of the same 3 seeds run on one device."""
-    _train_three_seeds(tmp_path / "padded", 2, devices_env(2))
-    _train_three_seeds(tmp_path / "one_device", 1, devices_env(1))
+    cfg = tiny(total_steps=1500, buffer_size=1500)
+    jax_devices(2)
+    compiled = jax_loop.Compiled(jax_loop.make_program(cfg, make_env("CartPole-v1"), make_learner("dqn", cfg, make_env("CartPole-v1"))), 3)
+    assert (compiled.padding, len(compiled.sharding.mesh.devices)) == (1, 2)  # the layout this test is about
+    dqnx.train("CartPole-v1", seed=0, seeds=3, config=cfg, out=tmp_path / "padded", tensorboard=False)
+    jax_devices(1)
+    dqnx.train("CartPole-v1", seed=0, seeds=3, config=cfg, out=tmp_path / "one_device", tensorboard=False)
     padded = tmp_path / "padded"
     summary = json.loads((padded / "summary.json").read_text())
     assert [s["seed"] for s in summary["per_seed"]] == [0, 1, 2]
