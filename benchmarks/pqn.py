@@ -324,6 +324,12 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
     ap.add_argument("--python", default=sys.executable, help="interpreter with dqnx (and the bench extra) installed")
     ap.add_argument("--report-from", type=Path, help="print the table of a results file (--json-out), finished or not")
+    ap.add_argument("--double-only", action="store_true",
+                    help="run only the runs of twice the budget (seeds 0..--seeds-1), into --json-out, keeping the "
+                         "seeds already there: their figures are counts, so they may run beside other work")
+    ap.add_argument("--double-from", type=Path, help="with --report-from: the twice-the-budget runs of a --double-only file")
+    ap.add_argument("--throughput-from", type=Path,
+                    help="with --report-from: the throughput rows of another results file (e.g. a quiet --skip pqn dqn sb3 run)")
     ap.add_argument("--sb3-worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--spawn-time", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=int, help=argparse.SUPPRESS)
@@ -339,9 +345,68 @@ def main() -> None:
         ap.error("--seeds must be at least 1")
 
     if args.report_from is not None:
-        print(report(json.loads(args.report_from.read_text())))
+        results = json.loads(args.report_from.read_text())
+        if args.double_from is not None:
+            merge_double(results, json.loads(args.double_from.read_text()))
+        if args.throughput_from is not None:
+            results["throughput"] = json.loads(args.throughput_from.read_text())["throughput"]
+        print(report(results))
         return
+    if args.double_only:
+        if args.json_out is None:
+            ap.error("--double-only needs --json-out (the file it keeps its finished seeds in)")
+        return run_double_only(args)
     run_benchmark(args)
+
+
+def dqnx_budget(system: str) -> int:
+    """The system's own budget: its preset's total_steps (this parent is not timed, so it may import dqnx)."""
+    from dqnx.config import build_config
+
+    return build_config("CartPole-v1", agent="pqn" if system == "pqn" else "dqn").total_steps
+
+
+def run_double_only(args: argparse.Namespace) -> None:
+    """The runs of twice the budget on their own, seed by seed, resumable: a stability figure is a
+    count (solved or not, per weights file) and a run is a pure function of its seed, so these
+    runs need not share a quiet machine with the timed ones; their wall seconds are not reported."""
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="dqnx-bench-pqn-double-"))
+    systems = [name for name in ("pqn", "sb3", "dqn") if name not in args.skip and name != "throughput"]
+    results = json.loads(args.json_out.read_text()) if args.json_out.is_file() else {
+        "argv": sys.argv[1:], "code": code_state(), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                                                  "loadavg_start": loadavg()}}
+    try:
+        for seed in range(args.seeds):
+            for name in systems:
+                done = results.setdefault(name, {})
+                if str(seed) in done:
+                    continue
+                budget = 2 * (args.steps or (SB3_BUDGET if name == "sb3" else dqnx_budget(name)))
+                if name == "sb3":
+                    row = sb3_run(args, seed, budget, tmp)
+                else:
+                    row = dqnx_stability(args.python, name, seed, tmp / f"{name}-{seed}-double", budget)
+                row["loadavg_after"] = loadavg()
+                log(f"{name}: seed {seed}, twice the budget -> {row}")
+                done[str(seed)] = row
+                results["machine"]["loadavg_end"] = loadavg()
+                results["benchmark_seconds"] = round(time.perf_counter() - started + results.get("benchmark_seconds", 0), 1)
+                save(results, args.json_out)
+    finally:
+        if args.keep:
+            log(f"kept the run directories in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def merge_double(results: dict[str, Any], double: dict[str, Any]) -> None:
+    """Put a --double-only file's runs into the main results' per-seed rows (by system and seed)."""
+    for name in ("pqn", "dqn", "sb3"):
+        for row in results.get(name, {}).get("per_seed", []):
+            found = double.get(name, {}).get(str(row["seed"]))
+            if found is not None:
+                row["double"] = found
 
 
 def save(results: dict[str, Any], path: Path | None) -> None:
