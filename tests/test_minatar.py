@@ -151,6 +151,23 @@ def test_preset_loads_and_builds(game):
     assert state.replay.storage.obs.dtype == jnp.bool_
 
 
+@pytest.mark.parametrize("game", GAMES)
+def test_pqn_preset_loads_and_builds(game):
+    """The paper's MinAtar settings (purejaxql's pqn_minatar) on the MinAtar network with LayerNorm."""
+    from dqnx.agents import make_learner
+    from dqnx.config import PQNConfig, build_config
+
+    config = build_config(game, agent="pqn")
+    assert isinstance(config, PQNConfig)
+    assert (config.num_envs, config.rollout_steps, config.num_epochs, config.num_minibatches, config.q_lambda,
+            config.learning_rate, config.lr_schedule, config.total_steps) == (128, 32, 2, 32, 0.65, 5e-4, "linear", 10_000_000)
+    assert config.layer_norm and not config.target_network
+    learner = make_learner("pqn", config, make_env(game))
+    params = jax.eval_shape(learner.init, jax.random.PRNGKey(0)).params["params"]
+    assert {"Conv_0", "Dense_0", "Dense_1"} <= set(params)  # network=auto chose the MinAtar network
+    assert params["Conv_0"]["kernel"].shape[:2] == (3, 3) and params["Dense_0"]["kernel"].shape[-1] == 128
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("game", [g for g in GAMES if g != "Breakout-MinAtar"])
 def test_preset_runs_a_few_thousand_steps(game, tmp_path):
@@ -165,6 +182,21 @@ def test_preset_runs_a_few_thousand_steps(game, tmp_path):
     (row,) = list(csv.DictReader(open(run.path / "metrics.csv")))
     assert int(row["updates"]) == 2 * ((2048 - 1024) // 64 + 1)
     assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["eval_mean_return"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("game", GAMES)
+def test_pqn_preset_runs_two_rollouts(game, tmp_path):
+    """Each game's PQN preset, as is but for two rollouts of 128 envs x 32 steps."""
+    import csv
+
+    run = dqnx.train(game, agent="pqn", steps=8192, out=tmp_path / "run", tensorboard=False,
+                     config={"eval_every": 4096, "eval_episodes": 4, "final_eval_episodes": 4,
+                             "epsilon_decay_steps": 4096})
+    assert run.summary["total_steps"] == 8192
+    rows = list(csv.DictReader(open(run.path / "metrics.csv")))
+    assert [int(r["env_steps"]) for r in rows] == [4096, 8192]
+    assert all(np.isfinite(float(r["loss"])) and np.isfinite(float(r["eval_mean_return"])) for r in rows)
 
 
 def test_breakout_preset_runs_under_minatar_settings(tmp_path):
@@ -199,7 +231,7 @@ def test_envs_lists_presets_and_references():
     _minatar_table(Console(file=out, width=250))
     rows = {line.split()[1]: line for line in out.getvalue().splitlines() if "-MinAtar " in line and line.startswith("│")}
     assert set(rows) == set(GAMES)
-    assert all("│ dqn " in row for row in rows.values())
+    assert all("│ dqn, pqn " in row for row in rows.values())
     assert "DQN ~43 (5M steps, minatar settings); PPO 131 (10M steps, gymnax settings)" in rows["SpaceInvaders-MinAtar"]
     assert "PPO" not in rows["Seaquest-MinAtar"]  # gymnax-blines has no Seaquest figure
     assert "--env-param sticky_action_prob=0.1 --env-param max_steps_in_episode=100000" in out.getvalue()
