@@ -1,53 +1,81 @@
 #!/usr/bin/env python
-"""Memory tasks: a recurrent DQN (memory=gru) against a frame-stacked and a plain one.
+"""Memory tasks: a recurrent DQN (memory=gru) against frame-stacked and plain ones (issue 20).
 
 Tasks (each the same budget and seeds for every agent):
 - MemoryChain-bsuite with memory_length 30 (gymnax, compiled loop): a context bit shown at
-  step 0, asked for at step 30 (+1 right, -1 wrong); without memory the greedy mean is about 0.
-- POPGym RepeatFirstEasy and RepeatPreviousEasy (Gymnasium, host loop, through popgym's
-  registered ids `popgym:popgym-...-v0`): say the suit of the deck's first card at every step,
-  or of the card seen 4 steps before; returns lie in [-1, 1], chance is about -0.5.
+  the first step, asked for 30 steps later (+1 right, -1 wrong); without memory about 0.
+- POPGym RepeatFirstEasy (Gymnasium, host loop, `popgym:popgym-RepeatFirstEasy-v0`): say the
+  suit of the deck's first card at every step of a 52-card deck. No window shorter than the
+  episode holds that card: a frame stack cannot solve it, whatever K.
+- POPGym RepeatPreviousMedium (`popgym:popgym-RepeatPreviousMedium-v0`): say the suit of the
+  card seen 32 steps before, over two decks (104 cards). A window of K = 33 holds the answer;
+  shorter ones cannot. (RepeatPreviousEasy, k = 4, falls to a stack of 5: not a memory test.)
+POPGym's returns lie in [-1, 1]: -0.5 is chance (4 suits), 1.0 perfect.
 
-Agents: `memory=gru` (the task's preset: src/dqnx/presets/), `frame_stack=K` (the same network
-and budget with a window of K observations instead of a GRU; K is listed per task: the
-smallest window that covers the task where one exists, else 8), and plain DQN (neither).
-Each agent trains `--seeds` seeds side by side in one `dqnx train` process, one after another.
+Agents: `memory=gru` (the task's preset: src/dqnx/presets/), `frame_stack=K` for each K of the
+task's list (the same preset, network and budget, a window of K observations instead of the
+GRU: the stack's tuning is the choice among those K), and plain DQN (neither).
 
-Reported per task and agent: the final greedy return of the best weights over 100 fresh
-episodes per seed (summary.json), env steps, wall seconds of the whole process (compilation
-included; the machine's load average is recorded beside them: timings from a loaded machine
-are not speeds).
+A cell is (task, agent, K): one `dqnx train ... --seeds N` process, the N seeds side by side.
+Each finished cell goes at once to docs/memory-cells.json; a rerun skips the cells found there
+with the same seeds and steps, so a benchmark stopped by a deadline is resumed where it stopped.
+docs/memory.md's results section (between its `<!-- results -->` markers) is rebuilt from the
+JSON alone; the prose around it is written by hand.
 
-    python benchmarks/memory.py [--seeds 3] [--scale 1.0] [--out runs/memory] [--doc docs/memory.md] [--only TASK]
+Reported per cell and seed: the greedy return of the best weights (chosen by the periodic
+evaluation) over 100 fresh episodes (summary.json), the periodic evaluations (metrics.csv), env
+steps, the process's wall seconds (compilation included) and the load average before and after
+(timings from a loaded machine are not speeds; returns and env steps do not depend on the load).
 
-`--scale` multiplies every task's step budget (the defaults are small: a 2-core machine).
-docs/memory.md is rewritten after every finished run, so a stopped benchmark leaves what it measured.
+    python benchmarks/memory.py [--seeds 3] [--scale 1.0] [--only TEXT] [--agents gru,frame_stack,plain]
+                                [--out runs/memory] [--report-only]
+
+`--scale` multiplies every task's step budget; `--only` keeps the tasks whose name contains TEXT.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-# name -> (env id, extra train arguments, step budget, frame stack K)
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))  # the checkout's dqnx, as the subprocesses below
+
+CELLS = ROOT / "docs" / "memory-cells.json"
+DOC = ROOT / "docs" / "memory.md"
+BEGIN, END = "<!-- results -->", "<!-- /results -->"
+
+
+@dataclass(frozen=True)
+class Task:
+    env_id: str
+    extra: tuple[str, ...]  # further `dqnx train` arguments (env parameters)
+    steps: int  # the preset's budget (before --scale)
+    stacks: tuple[int, ...]  # the frame stack's K values tried
+
+
 TASKS = {
-    "MemoryChain-bsuite (memory_length 30)": (
-        "MemoryChain-bsuite", ["--env-param", "memory_length=30"], 20_000, 31),
-    "POPGym RepeatFirstEasy": ("popgym:popgym-RepeatFirstEasy-v0", [], 20_000, 8),
-    "POPGym RepeatPreviousEasy": ("popgym:popgym-RepeatPreviousEasy-v0", [], 20_000, 5),
+    # Each task's K values, run in this order: the window that holds the cue first.
+    # K = 31 spans the whole episode (the bit and the question); 16 is a window that cannot.
+    "MemoryChain-bsuite (memory_length 30)": Task("MemoryChain-bsuite", ("--env-param", "memory_length=30"),
+                                                  20_000, (31, 16)),
+    # No K shorter than the 51-step episode holds the first card; 32 and 8 show it.
+    "POPGym RepeatFirstEasy": Task("popgym:popgym-RepeatFirstEasy-v0", (), 50_000, (32, 8)),
+    # 33 is the smallest window holding the card asked for; 17 is half of it.
+    "POPGym RepeatPreviousMedium": Task("popgym:popgym-RepeatPreviousMedium-v0", (), 50_000, (33, 17)),
 }
 AGENTS = ("gru", "frame_stack", "plain")
-# POPGym's published figures are PPO's (RLlib, 15M steps) and not ours to restate without their table
-# at hand: see docs/memory.md for what was and was not found.
 
 
-def agent_settings(agent: str, stack: int) -> list[str]:
+def agent_settings(agent: str, stack: int | None) -> list[str]:
     if agent == "gru":
         return ["--set", "memory=gru"]
     if agent == "frame_stack":
@@ -55,73 +83,141 @@ def agent_settings(agent: str, stack: int) -> list[str]:
     return ["--set", "memory=none"]
 
 
-def run(task: str, agent: str, args: argparse.Namespace) -> dict:
-    env_id, extra, steps, stack = TASKS[task]
-    out = Path(args.out) / f"{env_id.split(':')[-1]}-{agent}"
-    command = [sys.executable, "-m", "dqnx.cli", "train", env_id, *extra, "--seeds", str(args.seeds), "--seed", "0",
-               "--steps", str(int(steps * args.scale)), "--quiet", "--out", str(out), *agent_settings(agent, stack),
+def cell_key(task: str, agent: str, stack: int | None) -> str:
+    return f"{task}|{agent}" + (f"|K={stack}" if stack else "")
+
+
+def cells_of(tasks: list[str], agents: list[str]) -> list[tuple[str, str, int | None]]:
+    """The cells in running order: task by task, the GRU first, then each K, then plain DQN."""
+    out = []
+    for task in tasks:
+        for agent in agents:
+            stacks = TASKS[task].stacks if agent == "frame_stack" else (None,)
+            out += [(task, agent, k) for k in stacks]
+    return out
+
+
+def run_cell(task: str, agent: str, stack: int | None, seeds: int, steps: int, out: Path) -> dict:
+    spec = TASKS[task]
+    run = out / cell_key(task, agent, stack).replace(" ", "_").replace("|", "-").replace("(", "").replace(")", "")
+    command = ["train", spec.env_id, *spec.extra, "--seeds", str(seeds), "--seed", "0", "--steps", str(steps),
+               "--quiet", "--no-tensorboard", "--out", str(run), *agent_settings(agent, stack),
                "--set", "final_eval_episodes=100"]
-    if env_id == "MemoryChain-bsuite":  # its preset is for memory=gru; the same settings for every agent
-        command += ["--set", "sequence_length=64", "--set", "burn_in=0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    with open(Path(args.out) / f"{out.name}.log", "w") as log:
-        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - start
-    result = {"task": task, "agent": agent, "stack": stack if agent == "frame_stack" else None, "status": status,
-              "wall_seconds": round(wall, 1), "load_before": round(load_before, 1),
-              "load_after": round(os.getloadavg()[0], 1), "command": " ".join(command[2:])}
-    summary = out / "summary.json"
-    if summary.exists():
-        data = json.loads(summary.read_text())
-        seeds = data.get("per_seed") or [data]
-        result["returns"] = [s.get("eval_mean_return") for s in seeds]
-        result["env_steps"] = data.get("total_steps")
-    return result
+    started = time.perf_counter()
+    with open(f"{run}.log", "w") as log:
+        status = subprocess.run([sys.executable, "-m", "dqnx.cli", *command], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, check=False).returncode
+    wall = time.perf_counter() - started
+    cell = {"task": task, "agent": agent, "stack": stack, "seeds": seeds, "steps": steps, "status": status,
+            "command": "dqnx " + " ".join(command), "process_seconds": round(wall, 1),
+            "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1),
+            "measured": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "machine": f"{os.cpu_count()} CPUs"}
+    if status != 0 or not (run / "summary.json").is_file():
+        return cell
+    summary = json.loads((run / "summary.json").read_text())
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("eval_mean_return") not in ("", None)]
+    per_seed = summary.get("per_seed") or [summary]
+    cell.update({
+        "env_steps": summary["total_steps"], "wall_seconds": summary["wall_seconds"],
+        "compile_seconds": summary["compile_seconds"],
+        "returns": [s["eval_mean_return"] for s in per_seed],
+        "periodic": {str(s["seed"]): [[int(r["env_steps"]), round(float(r["eval_mean_return"]), 3)]
+                                      for r in rows if int(r["seed"]) == s["seed"]] for s in per_seed},
+    })
+    return cell
 
 
-def table(results: list[dict]) -> str:
-    lines = ["| task | agent | greedy return per seed (100 episodes) | mean | env steps | wall s (load before/after) |",
-             "|---|---|---|---|---|---|"]
-    for r in results:
-        name = f"frame stack K={r['stack']}" if r["agent"] == "frame_stack" else {"gru": "memory=gru", "plain": "plain DQN"}[r["agent"]]
-        returns = r.get("returns")
-        shown = ", ".join(f"{x:.2f}" for x in returns) if returns else f"failed (exit {r['status']})"
+def load_cells() -> dict:
+    return json.loads(CELLS.read_text()) if CELLS.is_file() else {}
+
+
+def save_cell(key: str, cell: dict) -> dict:
+    """Add one cell to the JSON as it is on disk now (another benchmark process, say `--only` another
+    task, may have added its own meanwhile), atomically; returns all cells."""
+    from dqnx.runs.files import atomic_write_json
+
+    cells = load_cells()
+    cells[key] = cell
+    atomic_write_json(CELLS, cells)
+    return cells
+
+
+def agent_name(cell: dict) -> str:
+    return f"frame stack K={cell['stack']}" if cell["agent"] == "frame_stack" else \
+        {"gru": "memory=gru", "plain": "plain DQN"}[cell["agent"]]
+
+
+def table(cells: dict) -> str:
+    lines = ["| task | agent | greedy return per seed (best weights, 100 fresh episodes) | mean | env steps | "
+             "wall s (compile) | load before/after |", "|---|---|---|---|---|---|---|"]
+    order = [cell_key(*c) for c in cells_of(list(TASKS), list(AGENTS))]
+    for cell in sorted(cells.values(), key=lambda c: order.index(cell_key(c["task"], c["agent"], c["stack"]))
+                       if cell_key(c["task"], c["agent"], c["stack"]) in order else len(order)):
+        returns = cell.get("returns")
+        shown = ", ".join(f"{x:.2f}" for x in returns) if returns else f"failed (exit {cell['status']})"
         mean = f"{statistics.mean(returns):.2f}" if returns else "-"
-        lines.append(f"| {r['task']} | {name} | {shown} | {mean} | {r.get('env_steps', '-')} | "
-                     f"{r['wall_seconds']} ({r['load_before']}/{r['load_after']}) |")
+        wall = f"{cell['wall_seconds']:.0f} ({cell['compile_seconds']:.0f})" if returns else f"{cell['process_seconds']:.0f}"
+        lines.append(f"| {cell['task']} | {agent_name(cell)} | {shown} | {mean} | {cell.get('env_steps', '-')} | "
+                     f"{wall} | {cell['load_before']}/{cell['load_after']} |")
     return "\n".join(lines)
 
 
-def write_doc(results: list[dict], args: argparse.Namespace) -> None:
-    doc = Path(args.doc)
-    head = doc.read_text().split("<!-- results -->")[0] if doc.exists() else "# Memory\n\n"
-    body = (f"<!-- results -->\n\nMeasured by `python benchmarks/memory.py --seeds {args.seeds} --scale {args.scale}` "
-            f"({len(results)} of {len(TASKS) * len(AGENTS)} runs finished):\n\n{table(results)}\n")
-    tmp = doc.with_suffix(".tmp")
-    tmp.write_text(head + body)
-    tmp.replace(doc)
-    (Path(args.out) / "memory.json").write_text(json.dumps(results, indent=1))
+def results_section(cells: dict) -> str:
+    commands = sorted({c["command"] for c in cells.values()})
+    return "\n".join([
+        BEGIN, "",
+        f"Written by `python benchmarks/memory.py` from docs/memory-cells.json ({len(cells)} cells; each cell one "
+        "process, its seeds side by side):", "", table(cells), "",
+        "<details><summary>The commands of these cells</summary>", "", "```",
+        *commands, "```", "", "</details>", "", END])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+def write_doc(cells: dict) -> None:
+    from dqnx.runs.files import atomic_write_bytes
+
+    text = DOC.read_text() if DOC.is_file() else "# Memory\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+    else:
+        head, tail = text.rstrip() + "\n\n", "\n"
+    atomic_write_bytes(DOC, (head + results_section(cells) + tail).encode())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--out", default="runs/memory")
-    parser.add_argument("--doc", default="docs/memory.md")
     parser.add_argument("--only", default=None, help="run only the tasks whose name contains this")
+    parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated: gru, frame_stack, plain")
+    parser.add_argument("--out", default="runs/memory")
+    parser.add_argument("--report-only", action="store_true", help="rewrite docs/memory.md from the JSON, train nothing")
     args = parser.parse_args()
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    results = []
-    for task in TASKS:
-        if args.only and args.only not in task:
-            continue
-        for agent in AGENTS:
-            results.append(run(task, agent, args))
-            print(json.dumps(results[-1]), flush=True)
-            write_doc(results, args)
+    agents = [a for a in args.agents.split(",") if a]
+    unknown = sorted(set(agents) - set(AGENTS))
+    if unknown:
+        parser.error(f"unknown agents {unknown}: choose among {', '.join(AGENTS)}")
+    cells = load_cells()
+    if not args.report_only:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        tasks = [t for t in TASKS if not args.only or args.only in t]
+        for task, agent, stack in cells_of(tasks, agents):
+            key, steps = cell_key(task, agent, stack), int(TASKS[task].steps * args.scale)
+            done = cells.get(key)
+            if done and done.get("returns") and done["seeds"] == args.seeds and done["steps"] == steps:
+                print(f"kept: {key}", flush=True)
+                continue
+            cell = run_cell(task, agent, stack, args.seeds, steps, out)
+            print(json.dumps({k: v for k, v in cell.items() if k != "periodic"}), flush=True)
+            cells = save_cell(key, cell)
+            write_doc(cells)
+    write_doc(load_cells())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import optax
 
 from dqnx.agents.exploration import epsilon_at, epsilon_greedy, greedy
-from dqnx.agents.networks import QNetwork, RecurrentQNetwork, StackedQNetwork, initial_memory, make_network
+from dqnx.agents.networks import (QNetwork, RecurrentQNetwork, StackedQNetwork, initial_memory, make_network,
+                                  with_memory_gate_bias)
 from dqnx.config import DQNConfig, hyperparameters
 from dqnx.protocols import Batch, Learner
 
@@ -361,6 +362,8 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
     def init(key: jax.Array) -> AgentState:
         dummy = jnp.zeros((1, *obs_shape), obs_dtype)
         params = network.init(key, init_memory(1), dummy) if recurrent else network.init(key, dummy)
+        if config.memory != "none":
+            params = with_memory_gate_bias(params, config.memory, config.memory_gate_bias)
         return AgentState(
             params=params,
             target_params=params,

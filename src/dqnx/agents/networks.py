@@ -262,6 +262,26 @@ class RecurrentQNetwork(nn.Module):
         return memory, q
 
 
+def with_memory_gate_bias(params: Any, memory: str, bias: float) -> Any:
+    """RecurrentQNetwork's `params` with `bias` added to the bias of the gate that keeps the
+    memory: the GRU's update gate z (flax's GRUCell: h' = (1 - z) n + z h, z = sigmoid(W_iz x +
+    b_iz + W_hz h)) or the LSTM's forget gate (OptimizedLSTMCell's `hf`). flax initializes every
+    gate bias alike (bias_init), so the one gate is set after `init`.
+
+    >>> import jax, jax.numpy as jnp
+    >>> net = RecurrentQNetwork(num_actions=2, hidden_sizes=(), memory="gru", memory_size=3)
+    >>> params = net.init(jax.random.PRNGKey(0), initial_memory("gru", 1, 3), jnp.zeros((1, 2)))
+    >>> with_memory_gate_bias(params, "gru", 2.0)["params"]["GRUCell_0"]["iz"]["bias"].tolist()
+    [2.0, 2.0, 2.0]
+    """
+    if not bias:
+        return params
+    cell, gate = ("GRUCell_0", "iz") if memory == "gru" else ("OptimizedLSTMCell_0", "hf")
+    inner = params["params"]
+    biased = {**inner[cell][gate], "bias": inner[cell][gate]["bias"] + bias}
+    return {**params, "params": {**inner, cell: {**inner[cell], gate: biased}}}
+
+
 class StackedQNetwork(nn.Module):
     """Frame stacking as a memory: (the last K-1 observations, observation) -> (the last K-1
     observations, Q of the K stacked). The memory is a window, not learned: stacked

@@ -165,6 +165,7 @@ class DQNConfig(RunConfig):
     sequence_length: int = _doc("Steps of each replayed sequence that are learned from (memory = gru or lstm); a sequence may run across an episode's end (the hidden state resets there) and steps not yet collected are masked out of the loss.", default=20)
     frame_stack: int = _doc("Frame stacking, the simpler alternative to memory: the Q-network reads the last frame_stack observations side by side (zeros before an episode's first); 0 or 1 = off. Any env but Atari, whose observations are stacked 4 already.", default=0)
     burn_in: int = _doc("Steps before each replayed sequence that only warm up the hidden state from the stored one (no loss, no gradient; memory = gru or lstm). R2D2 used 40 with sequences of 80.", default=10)
+    memory_gate_bias: float = _doc("Initial bias of the recurrent cell's gate that keeps its memory (the GRU's update gate, the LSTM's forget gate; memory = gru or lstm): the cell starts out keeping a fraction sigmoid(b) of its state at each step (0: one half, flax's default; 2: 0.88; 3: 0.95), so that a cue and its gradient survive a long span until the network learns to hold it (the LSTM forget-gate bias of Jozefowicz et al. 2015).", default=0.0)
 
     # --- replay and update cadence -------------------------------------------------
     replay: bool = _doc("Experience replay. false = online mode: learn from each step's own transition(s).", default=True)
