@@ -111,6 +111,18 @@ def test_the_hidden_state_resets_where_an_episode_starts_inside_a_sequence(memor
     assert not np.allclose(q_carried[:, 4:], q_new_episode, atol=1e-4)
 
 
+@pytest.mark.parametrize("memory, cell, gate", [("gru", "GRUCell_0", "iz"), ("lstm", "OptimizedLSTMCell_0", "hf")])
+def test_memory_gate_bias_moves_only_the_gate_that_keeps_the_memory(memory, cell, gate):
+    plain = recurrent_dqn(memory).init(jax.random.PRNGKey(3)).params
+    biased = recurrent_dqn(memory, memory_gate_bias=2.0).init(jax.random.PRNGKey(3)).params
+    flat = dict(jax.tree_util.tree_flatten_with_path(biased)[0])
+    for path, leaf in jax.tree_util.tree_flatten_with_path(plain)[0]:
+        names = [getattr(k, "key", None) for k in path]
+        shift = 2.0 if names[-3:] == [cell, gate, "bias"] else 0.0
+        np.testing.assert_array_equal(flat[path], np.asarray(leaf) + shift, err_msg=str(names))
+    assert any(getattr(k, "key", None) == gate for path, _ in flat.items() for k in path)  # the gate was found
+
+
 def cue_recall_config(**changes) -> DQNConfig:
     """CueRecall-v0 (cue at step 0, recall at step 4): a budget the GRU agent solves in (measured: solved
     by 1,000 steps) and that leaves the feed-forward agent at chance (greedy mean about 0). Chunks of
