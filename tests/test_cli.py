@@ -108,8 +108,8 @@ def test_eval_prints_a_readable_line(trained, dqnx_cli_here):
     assert "over 3 episodes" in result.stdout
 
 
-def test_envs_lists_discrete_envs(tmp_path, dqnx_cli):
-    result = dqnx_cli(["envs"], tmp_path, timeout=180)
+def test_envs_lists_discrete_envs(tmp_path, dqnx_cli_here):
+    result = dqnx_cli_here(["envs"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     for env_id in ("CartPole-v1", "Acrobot-v1", "MountainCar-v0"):

@@ -340,7 +340,8 @@ def test_bad_sweep_exits_2_with_one_line_and_writes_nothing(name, bad_sweeps):
     assert list(cwd.iterdir()) == [], "bad input must leave no sweep directory behind"
 
 
-def test_cli_sweep_writes_results_and_prints_its_directory(tmp_path, dqnx_cli):
+def test_cli_sweep_writes_results_and_prints_its_directory(tmp_path, dqnx_cli_here):
+    dqnx_cli = dqnx_cli_here  # the command's entry point in this process (test_cli.py runs one in a real process)
     args = ["sweep", "CartPole-v1", "--grid", "lr=1e-3,3e-3", "--seeds", "2", "--steps", "1000",
             "--set", "learning_starts=200", "--set", "eval_every=500", "--set", "eval_episodes=4", "--set", "final_eval_episodes=4", "--out", "sw", "-q"]
     result = dqnx_cli(args, tmp_path)
