@@ -217,8 +217,9 @@ def test_a_chunk_that_ends_inside_a_rollout_keeps_its_transitions():
 
 
 def test_a_sweep_over_pqn_fields_runs_in_one_program(tmp_path):
+    # With replay on: the stored rollouts' targets follow each member's own q_lambda and reward_scale.
     result = dqnx.sweep("CartPole-v1", {"q_lambda": [0.0, 0.9], "reward_scale": [0.1, 1.0]}, agent="pqn", seeds=1,
-                        config=tiny_pqn(total_steps=192), out=tmp_path / "sweep")
+                        config=tiny_pqn(total_steps=192, replay_rollouts=1), out=tmp_path / "sweep")
     groups = json.loads((result.path / "sweep.json").read_text())["groups"]
     assert len(groups) == 1 and groups[0]["members"] == 4  # vmappable: one compiled program
     assert len(result.rows) == 4
@@ -252,9 +253,10 @@ def test_host_loop_fills_the_rollout_with_true_successors(toys_on_path):
     assert int(state.agent.updates[0]) == 0
 
 
-def test_host_loop_learns_from_each_rollout_as_the_compiled_loop_would():
+@pytest.mark.parametrize("replay_rollouts", [0, 2])
+def test_host_loop_learns_from_each_rollout_as_the_compiled_loop_would(replay_rollouts):
     """Staging a rollout before one learn call gives the weights of a learn call per iteration."""
-    config = tiny_pqn(total_steps=10_000)
+    config = tiny_pqn(total_steps=10_000, replay_rollouts=replay_rollouts)
     env = make_env("CartPole-v1", backend="gymnasium")
     finals = []
     for block in (None, 1):
@@ -270,7 +272,7 @@ def test_host_loop_learns_from_each_rollout_as_the_compiled_loop_would():
             driver.close()
         finals.append((jax.device_get(state.agent.params), output.loss, int(state.agent.updates[0])))
     (staged, staged_loss, updates), (every_step, every_loss, _) = finals
-    assert updates == 3 * 8
+    assert updates == (3 if replay_rollouts == 0 else 1 + 2 + 3) * 8  # replay: 1, 2, then 3 rollouts per phase
     jax.tree.map(np.testing.assert_array_equal, staged, every_step)
     np.testing.assert_array_equal(staged_loss, every_loss)
 
@@ -300,3 +302,131 @@ def test_the_learner_refuses_nothing_the_config_accepts():
         learner = make_learner("pqn", build_config(env_id, agent="pqn"), env)
         state = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
         assert state.rollout.obs.shape == (64, 32, *env.obs_shape)
+
+
+# --- the replay option (replay_rollouts) -----------------------------------------------------
+
+
+def test_the_replay_ring_holds_the_last_k_rollouts_in_order():
+    """K = 3 after K + 2 = 5 phases: slot p mod 3 holds phase p's rollout for p = 2, 3, 4, and the
+    phases took (1 + min(p, K)) x num_minibatches steps per epoch: 1 + 2 + 3 + 4 + 4 rollouts' worth."""
+    env = make_env("CartPole-v1")
+    config = tiny_pqn(replay_rollouts=3)
+    driver = make_driver(config, env, make_learner("pqn", config, env), [0])
+    state = driver.place(driver.init_states([0]))
+    rollouts = []
+    for phase in range(5):
+        state, output = driver.chunk(state, 8, phase * 32)  # one rollout of 8 iterations x 4 envs
+        assert np.isfinite(output.loss[0, -1])
+        rollouts.append(jax.tree.map(lambda x: np.asarray(x[0]), state.agent.rollout))
+    ring = jax.tree.map(lambda x: np.asarray(x[0]), state.agent.replay)
+    assert ring.obs.shape == (3, 8, 4, *env.obs_shape)
+    for phase in (2, 3, 4):
+        for name in ("obs", "action", "reward", "next_obs", "terminated", "episode_end"):
+            np.testing.assert_array_equal(getattr(ring, name)[phase % 3], getattr(rollouts[phase], name), err_msg=name)
+    assert int(state.agent.updates[0]) == (1 + 2 + 3 + 4 + 4) * 2 * 4
+    assert total_gradient_updates(config.replace(total_steps=5 * 32)) == (1 + 2 + 3 + 4 + 4) * 2 * 4
+
+
+def test_replayed_rollouts_get_targets_from_the_current_network():
+    """One learning phase with a stored rollout A and the fresh rollout B, at learning rate 0 (the
+    weights stay theta, so the phase's mean loss is the loss over all of A and B): it equals the
+    loss against targets r + gamma * max_a Q_theta(s', a) (lambda = 0) computed here with the current
+    weights theta for both, not with the weights A was collected under."""
+    env = make_env("CartPole-v1")
+    config = PQNConfig(num_envs=2, rollout_steps=3, num_epochs=2, num_minibatches=2, hidden_sizes=(8,),
+                       q_lambda=0.0, gamma=0.9, replay_rollouts=1, learning_rate=0.0, lr_schedule="constant")
+    learner = make_learner("pqn", config, env)
+    key = jax.random.PRNGKey(0)
+    state = learner.init(key)
+    old_params = learner.init(jax.random.PRNGKey(1)).params  # "the weights A was collected under"
+
+    def rollout(seed):
+        k = jax.random.split(jax.random.PRNGKey(seed), 4)
+        return Batch(obs=jax.random.normal(k[0], (3, 2, 4)), action=jax.random.bernoulli(k[1], 0.5, (3, 2)).astype(jnp.int32),
+                     reward=jax.random.normal(k[2], (3, 2)), next_obs=jax.random.normal(k[3], (3, 2, 4)),
+                     terminated=jnp.zeros((3, 2), bool).at[1, 0].set(True), episode_end=jnp.zeros((3, 2), bool).at[1, 0].set(True),
+                     next_mask=jnp.ones((3, 2, 2), bool))
+
+    stored, fresh = rollout(10), rollout(11)
+    ring = jax.tree.map(lambda x: x[None], stored)
+    # Phase 1 (env steps 6 to 11): rows 0 and 1 of the fresh rollout are in place, row 2 comes with this call.
+    state = state.replace(replay=ring, rollout=jax.tree.map(lambda x: x.at[2].set(jnp.zeros_like(x[2])), fresh))
+    last_row = jax.tree.map(lambda x: x[2], fresh)
+    state, metrics = jax.jit(learner.learn)(state, last_row, jnp.int32(6 + 4), key)
+
+    def loss_by_hand(params, batch):
+        q = np.asarray(learner.q_values(params, batch.obs.reshape(6, 4))).reshape(3, 2, 2)
+        next_q = np.asarray(learner.q_values(params, batch.next_obs.reshape(6, 4))).reshape(3, 2, 2).max(-1)
+        target = np.asarray(batch.reward) + 0.9 * (1 - np.asarray(batch.terminated)) * next_q
+        taken = np.take_along_axis(q, np.asarray(batch.action)[..., None], -1)[..., 0]
+        return 0.5 * (taken - target) ** 2
+
+    current = np.concatenate([loss_by_hand(state.params, stored), loss_by_hand(state.params, fresh)]).mean()
+    stale = np.concatenate([loss_by_hand(old_params, stored), loss_by_hand(state.params, fresh)]).mean()
+    assert abs(current - stale) > 1e-3 * abs(current)  # the check can tell them apart
+    np.testing.assert_allclose(float(metrics["loss"]), current, rtol=1e-5)
+    assert int(state.updates) == 2 * 2 * 2  # 2 epochs x (1 + 1 stored) x 2 minibatches
+    jax.tree.map(np.testing.assert_array_equal, state.replay, jax.tree.map(lambda x: x[None], fresh))  # B replaced A
+
+
+@pytest.fixture(scope="module")
+def replay_runs(tmp_path_factory):
+    """With replay_rollouts = 2, seeds 0 and 1 side by side: the whole run, and the run stopped in the
+    middle of a rollout (the ring full and wrapped) then resumed."""
+    root = tmp_path_factory.mktemp("pqn-replay")
+    config = tiny_pqn(replay_rollouts=2)
+    whole = dqnx.train("CartPole-v1", agent="pqn", seed=0, seeds=2, config=config, out=root / "whole", tensorboard=False)
+    half = dqnx.train("CartPole-v1", agent="pqn", seed=0, seeds=2, config=config.replace(total_steps=336),
+                      out=root / "resumed", tensorboard=False)
+    return whole, dqnx.train(resume=half.path, steps=STEPS)
+
+
+def test_pqn_resume_with_replay_is_exact_and_seeds_differ(replay_runs):
+    whole, resumed = replay_runs
+    evaluated = {(r["env_steps"], r["seed"]): r for r in metrics(whole.path)}
+    common = [r for r in metrics(resumed.path) if (r["env_steps"], r["seed"]) in evaluated]
+    assert len(common) == 2 * 4
+    for row in common:
+        # (a row's loss is its chunk's mean, and the resumed run's chunks end elsewhere)
+        for key in ("updates", "eval_mean_return", "eval_std_return"):
+            assert row[key] == evaluated[row["env_steps"], row["seed"]][key], (row["env_steps"], key)
+    # 21 rollouts: 1 + 2 + 3 x 19 rollouts' worth of 2 epochs x 4 minibatches
+    assert int(common[-1]["updates"]) == (1 + 2 + 3 * 19) * 8 == total_gradient_updates(whole.config)
+    assert_same_weights(resumed.path / "last.safetensors", whole.path / "last.safetensors")
+    assert_same_weights(resumed.path / "checkpoint.safetensors", whole.path / "checkpoint.safetensors")
+    weights = load_file(str(whole.path / "last.safetensors"))
+    assert all(not np.array_equal(w[0], w[1]) for w in weights.values() if np.any(w[0] != w[0].flat[0]))
+
+
+def test_replay_off_keeps_the_state_and_checkpoint_layout():
+    env = make_env("CartPole-v1")
+    off = jax.eval_shape(make_learner("pqn", tiny_pqn(), env).init, jax.random.PRNGKey(0))
+    on = jax.eval_shape(make_learner("pqn", tiny_pqn(replay_rollouts=2), env).init, jax.random.PRNGKey(0))
+    assert off.replay is None and on.replay.obs.shape == (2, 8, 4, 4)
+    assert len(jax.tree.leaves(on)) == len(jax.tree.leaves(off)) + len(jax.tree.leaves(on.replay))
+
+
+def test_a_negative_replay_rollouts_is_a_one_line_usage_error(dqnx_cli_here, tmp_path):
+    result = dqnx_cli_here(["train", "CartPole-v1", "--agent", "pqn", "--set", "replay_rollouts=-1", "--out", "run"], tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "replay_rollouts must be >= 0" in result.stderr and "--set replay_rollouts=" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("obs_shape, layout, convolutions", [((10, 10, 4), "HWC", [16]), ((4, 36, 36), "CHW", [32, 64, 64])])
+def test_layer_norm_follows_every_convolution_as_in_purejaxql(obs_shape, layout, convolutions):
+    """purejaxql's PQN CNNs (MinAtar's one convolution, Atari's three) put a LayerNorm after each
+    convolution and each hidden dense layer, before the ReLU; without layer_norm, none."""
+    from dqnx.agents.pqn import make_pqn_learner
+
+    def params(layer_norm):
+        learner = make_pqn_learner(PQNConfig(layer_norm=layer_norm, hidden_sizes=(8,)), obs_shape, 3, image_layout=layout)
+        return jax.eval_shape(learner.init, jax.random.PRNGKey(0)).params["params"]
+
+    on, off = params(True), params(False)
+    assert [on[f"ConvLayerNorm_{i}"]["scale"].shape for i in range(len(convolutions))] == [(c,) for c in convolutions]
+    assert [on[f"Conv_{i}"]["kernel"].shape[-1] for i in range(len(convolutions))] == convolutions
+    assert on["LayerNorm_0"]["scale"].shape == (8,)  # the dense layer's keeps its name
+    assert not any("LayerNorm" in name for name in off)

@@ -79,7 +79,8 @@ class QNetwork(nn.Module):
     """Observation(s) to Q(s, .) [batch, actions], or C51 logits [batch, actions, atoms].
 
     With `conv` the Nature CNN's convolutions come first (see NatureCNN), with
-    `small_conv` the MinAtar network's one convolution (see SmallCNN). With the
+    `small_conv` the MinAtar network's one convolution (see SmallCNN); with `layer_norm`
+    a LayerNorm follows every convolution too, as in PQN's networks. With the
     defaults (relu, no LayerNorm, per_action_output, no dueling, no noise, one atom)
     this is the plain MLP, with the same parameter names as before these options.
     """
@@ -117,12 +118,18 @@ class QNetwork(nn.Module):
         x = _as_float(obs)
         if (self.conv or self.small_conv) and self.layout == "CHW":
             x = jnp.moveaxis(x, -3, -1)  # flax convolutions take channels last
+        convolutions = []
         if self.small_conv:
-            x = nn.relu(nn.Conv(SMALL_CNN_CHANNELS, (3, 3), strides=(1, 1), padding="VALID")(x))
+            convolutions = [(SMALL_CNN_CHANNELS, 3, 1)]
         if self.conv:
-            x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
-            x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
-            x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
+            convolutions = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
+        for i, (channels, size, stride) in enumerate(convolutions):
+            x = nn.Conv(channels, (size, size), strides=(stride, stride), padding="VALID")(x)
+            if self.layer_norm:
+                # As purejaxql's PQN CNNs (MinAtar, Atari): LayerNorm over the channels at each position,
+                # before the ReLU. Named apart so the dense layers' LayerNorm_i keep their names.
+                x = nn.LayerNorm(name=f"ConvLayerNorm_{i}")(x)
+            x = nn.relu(x)
         x = x.reshape(batch, -1)
 
         if self.q_head == "state_action":

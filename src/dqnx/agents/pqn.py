@@ -10,7 +10,12 @@ from the transitions it has just collected instead of a replay sample:
                        num_minibatches shuffled minibatches, one gradient step each
 
 There is no replay buffer and no target network: LayerNorm in the Q-network keeps the
-bootstrapped targets stable (the paper's point); a target network can be switched on.
+bootstrapped targets stable (the paper's point); each can be switched on. With
+`replay_rollouts = K` the learner also keeps the K rollouts before the current one (a
+ring, `PQNState.replay`): each learning phase recomputes the Q(lambda) targets of all
+K + 1 with the current network (stored targets would be stale) and takes its epochs over
+all their samples in minibatches of the usual size, so the phase takes K + 1 times the
+gradient steps (see `learning_phase`).
 The rollout lives in the learner's state, so a chunk of the compiled loop, or a
 checkpoint, may end in the middle of one and the next continues it exactly.
 
@@ -42,6 +47,10 @@ class PQNState:
     updates: jax.Array  # gradient steps taken so far
     rollout: Batch  # [rollout_steps, num_envs, ...]: the current rollout, filled up to the iteration's row
     target_params: Any = None  # only with config.target_network
+    # Only with config.replay_rollouts = K > 0: the K rollouts before the current one
+    # [K, rollout_steps, num_envs, ...]; the rollout of learning phase p (counted from 0) is in
+    # slot p mod K. Which slots are filled, and where the next goes, follow from env_steps.
+    replay: Batch | None = None
 
 
 def minibatch_indices(key: jax.Array, num_samples: int, num_minibatches: int) -> jax.Array:
@@ -52,6 +61,22 @@ def minibatch_indices(key: jax.Array, num_samples: int, num_minibatches: int) ->
     [0, 1, 2, 3, 4, 5]
     """
     return jax.random.permutation(key, num_samples).reshape(num_minibatches, -1)
+
+
+def replay_minibatch_indices(key: jax.Array, valid: jax.Array, num_minibatches: int) -> jax.Array:
+    """Minibatches [num_minibatches, samples // num_minibatches] over the samples where `valid`:
+    the valid samples, shuffled, fill the first minibatches (every one exactly once), the
+    invalid ones (replay slots not filled yet) the last; the caller skips those.
+    The number of valid samples must be a multiple of the minibatch size.
+
+    >>> index = replay_minibatch_indices(jax.random.PRNGKey(0), jnp.array([True, False, True, False]), 2)
+    >>> sorted(index[0].tolist()), sorted(index[1].tolist())
+    ([0, 2], [1, 3])
+    """
+    shuffled = jax.random.permutation(key, valid.shape[0])
+    # A stable sort on "invalid" keeps the shuffled order within the valid and the invalid samples.
+    order = shuffled[jnp.argsort(~valid[shuffled], stable=True)]
+    return order.reshape(num_minibatches, -1)
 
 
 def rollout_targets(q_values: Any, params: Any, rollout: Batch, gamma: float | jax.Array, q_lambda: float | jax.Array,
@@ -81,9 +106,12 @@ def store_row(rollout: Batch, fresh: Batch, row: jax.Array) -> Batch:
 
 def total_gradient_updates(config: PQNConfig) -> int:
     """Gradient steps the learning-rate schedule spans: a full run's, or those of its first
-    lr_schedule_steps env steps (a run extended on resume keeps its original schedule)."""
+    lr_schedule_steps env steps (a run extended on resume keeps its original schedule).
+    With replay_rollouts = K, phase p (from 0) learns from min(p, K) + 1 rollouts."""
     span = config.lr_schedule_steps or config.total_steps
-    return (span // config.rollout_env_steps) * config.num_epochs * config.num_minibatches
+    phases = span // config.rollout_env_steps
+    rollouts = sum(min(p, config.replay_rollouts) + 1 for p in range(phases))
+    return rollouts * config.num_epochs * config.num_minibatches
 
 
 def make_optimizer(config: PQNConfig, hyper: dict[str, Any] | None = None) -> optax.GradientTransformation:
@@ -111,6 +139,7 @@ def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions:
                            activation=config.activation, layer_norm=config.layer_norm)
     T, n = config.rollout_steps, config.num_envs
     samples = T * n
+    replay_rollouts = config.replay_rollouts
 
     def q_values(params: Any, obs: jax.Array) -> jax.Array:
         return network.apply(params, obs)
@@ -128,47 +157,108 @@ def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions:
 
     def init(key: jax.Array) -> PQNState:
         params = network.init(key, jnp.zeros((1, *obs_shape), obs_dtype))
+        replay = None
+        if replay_rollouts:
+            replay = jax.tree.map(lambda x: jnp.repeat(x[None], replay_rollouts, axis=0), empty_rollout())
         return PQNState(params=params, opt_state=make_optimizer(config).init(params), updates=jnp.zeros((), jnp.int32),
-                        rollout=empty_rollout(), target_params=params if config.target_network else None)
+                        rollout=empty_rollout(), target_params=params if config.target_network else None, replay=replay)
 
     def loss_fn(params: Any, obs: jax.Array, action: jax.Array, target: jax.Array):
         q_taken = jnp.take_along_axis(q_values(params, obs), action[:, None], -1)[:, 0]
         error = q_taken - target
         return elementwise_loss(error, config.loss).mean(), {"q_mean": q_taken.mean(), "td_abs": jnp.abs(error).mean()}
 
+    def gradient_step(optimizer: optax.GradientTransformation, obs: jax.Array, action: jax.Array, target: jax.Array,
+                      carry: tuple[Any, Any], index: jax.Array):
+        params, opt_state = carry
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, obs[index], action[index], target[index])
+        changes, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, changes), opt_state), {"loss": loss, **aux}
+
+    def synced_target(values: dict[str, Any], state: PQNState, params: Any, phases: jax.Array) -> Any:
+        """The target network after `phases` learning phases: synced when they are a multiple of the period."""
+        if not config.target_network:
+            return state.target_params
+        sync = phases % values["target_update_period"] == 0
+        tau = values["tau"]
+        return jax.tree.map(lambda online, old: jnp.where(sync, tau * online + (1.0 - tau) * old, old),
+                            params, state.target_params)
+
+    def targets_of(values: dict[str, Any], state: PQNState, rollout: Batch) -> jax.Array:
+        bootstrap_params = state.target_params if config.target_network else state.params
+        return jax.lax.stop_gradient(rollout_targets(q_values, bootstrap_params, rollout, values["gamma"],
+                                                     values["q_lambda"], values["reward_scale"]))
+
     def learning_phase(values: dict[str, Any], state: PQNState, rollout: Batch, key: jax.Array):
         """num_epochs passes of num_minibatches gradient steps over the rollout; then the target sync."""
         optimizer = make_optimizer(config, values)
-        bootstrap_params = state.target_params if config.target_network else state.params
-        target = jax.lax.stop_gradient(rollout_targets(q_values, bootstrap_params, rollout, values["gamma"],
-                                                       values["q_lambda"], values["reward_scale"]))
+        target = targets_of(values, state, rollout)
         obs = rollout.obs.reshape(samples, *obs_shape)
         action = rollout.action.reshape(samples).astype(jnp.int32)
         target = target.reshape(samples)
-
-        def gradient_step(carry, index):
-            params, opt_state = carry
-            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, obs[index], action[index], target[index])
-            changes, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, changes), opt_state), {"loss": loss, **aux}
+        step = functools.partial(gradient_step, optimizer, obs, action, target)
 
         def epoch(carry, epoch_key):
-            return jax.lax.scan(gradient_step, carry, minibatch_indices(epoch_key, samples, config.num_minibatches))
+            return jax.lax.scan(step, carry, minibatch_indices(epoch_key, samples, config.num_minibatches))
 
         (params, opt_state), metrics = jax.lax.scan(
             epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs))
         updates = state.updates + config.num_epochs * config.num_minibatches
-        target_params = state.target_params
-        if config.target_network:
-            phases = updates // (config.num_epochs * config.num_minibatches)
-            sync = phases % values["target_update_period"] == 0
-            tau = values["tau"]
-            target_params = jax.tree.map(
-                lambda online, old: jnp.where(sync, tau * online + (1.0 - tau) * old, old),
-                params, target_params)
+        target_params = synced_target(values, state, params, updates // (config.num_epochs * config.num_minibatches))
         new_state = PQNState(params=params, opt_state=opt_state, updates=updates, rollout=rollout,
                              target_params=target_params)
         return new_state, jax.tree.map(jnp.mean, metrics)
+
+    def replay_learning_phase(values: dict[str, Any], phase: jax.Array, state: PQNState, rollout: Batch, key: jax.Array):
+        """With replay_rollouts = K: the fresh rollout and the (up to) K stored before it, their
+        Q(lambda) targets all recomputed with the current bootstrap network; num_epochs passes over
+        all their samples in minibatches of the usual size (rollout_steps x num_envs /
+        num_minibatches), so (stored + 1) x num_minibatches gradient steps per pass; then the fresh
+        rollout replaces the oldest stored one.
+
+        Why the count of minibatches grows, not their size: replay is there to reuse samples, that is
+        to take more gradient steps per env step (DQN's replay ratio); larger minibatches would keep the
+        number of steps and only average more samples into each. The size stays the paper's, so a
+        step costs the same with or without replay. `phase` (this learning phase's number, from 0)
+        comes from env_steps, the same for every seed: skipping the minibatches of slots not yet
+        filled stays a real branch under vmap.
+        """
+        optimizer = make_optimizer(config, values)
+        stored = jnp.minimum(phase, replay_rollouts)  # filled slots: 0 .. stored - 1
+        data = jax.tree.map(lambda ring, fresh: jnp.concatenate([ring, fresh[None]]), state.replay, rollout)
+        target = jax.vmap(lambda one: targets_of(values, state, one))(data)  # [K + 1, T, n]
+        total = (replay_rollouts + 1) * samples
+        obs = data.obs.reshape(total, *obs_shape)
+        action = data.action.reshape(total).astype(jnp.int32)
+        target = target.reshape(total)
+        valid = jnp.repeat(jnp.append(jnp.arange(replay_rollouts) < stored, True), samples)
+        minibatches = (replay_rollouts + 1) * config.num_minibatches
+        live = (stored + 1) * config.num_minibatches  # the first `live` minibatches of a pass hold valid samples
+        step = functools.partial(gradient_step, optimizer, obs, action, target)
+
+        def skipped(carry, index):
+            zero = jnp.zeros((), jnp.float32)
+            return carry, {"loss": zero, "q_mean": zero, "td_abs": zero}
+
+        def maybe_step(carry, numbered):
+            number, index = numbered
+            return jax.lax.cond(number < live, step, skipped, carry, index)
+
+        def epoch(carry, epoch_key):
+            indices = replay_minibatch_indices(epoch_key, valid, minibatches)
+            return jax.lax.scan(maybe_step, carry, (jnp.arange(minibatches), indices))
+
+        (params, opt_state), metrics = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs))
+        stepped = jnp.arange(minibatches) < live
+        # A mean over the steps taken (a NaN loss stays NaN: divergence is still seen).
+        means = jax.tree.map(lambda m: jnp.where(stepped, m, 0.0).sum() / (config.num_epochs * live), metrics)
+        replay = jax.tree.map(lambda ring, fresh: jax.lax.dynamic_update_index_in_dim(ring, fresh, phase % replay_rollouts, 0),
+                              state.replay, rollout)
+        new_state = PQNState(params=params, opt_state=opt_state, rollout=rollout,
+                             updates=state.updates + config.num_epochs * live,
+                             target_params=synced_target(values, state, params, phase + 1), replay=replay)
+        return new_state, means
 
     def collecting(values: dict[str, Any], state: PQNState, rollout: Batch, key: jax.Array):
         nan = jnp.full((), jnp.nan, jnp.float32)
@@ -180,8 +270,11 @@ def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions:
         rollout = store_row(state.rollout, fresh, row)
         # The hyperparameters are bound, not passed as operands: plain numbers stay compile-time constants.
         values = hyperparameters(config, hyper)
-        return jax.lax.cond(row == T - 1, functools.partial(learning_phase, values),
-                            functools.partial(collecting, values), state, rollout, key)
+        if replay_rollouts:
+            learning = functools.partial(replay_learning_phase, values, env_steps // samples)
+        else:
+            learning = functools.partial(learning_phase, values)
+        return jax.lax.cond(row == T - 1, learning, functools.partial(collecting, values), state, rollout, key)
 
     return Learner(init=init, act=act, learn=learn, q_values=q_values)
 

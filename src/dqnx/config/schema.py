@@ -129,7 +129,7 @@ class DQNConfig(RunConfig):
     network: str = _doc("'auto' (the Nature CNN for images of at least 36x36, the MinAtar network for boards with sides of at most 20 such as MinAtar's 10x10, else an MLP), 'mlp', 'cnn' (Nature, Mnih et al. 2015) or 'small_cnn' (MinAtar, Young & Tian 2019: one 3x3 convolution of 16 channels).", default="auto")
     hidden_sizes: tuple[int, ...] = _doc("Widths of the hidden dense layers (depth = their count); for the CNN, those after its convolutions.", default=(120, 84))
     activation: str = _doc("Nonlinearity of the dense layers: 'relu', 'tanh', 'elu', 'gelu', 'silu' or 'leaky_relu'.", default="relu")
-    layer_norm: bool = _doc("LayerNorm after each hidden dense layer (before its activation).", default=False)
+    layer_norm: bool = _doc("LayerNorm after each hidden dense layer and each convolution (before its activation; over the channels at each position for a convolution).", default=False)
     q_head: str = _doc("Q-network shape: 'per_action_output' (state in, one output per action), 'state_action' (state and one-hot action in, one value out; the agent scores each action) or 'per_action_heads' (a shared trunk, then a separate small head per action).", default="per_action_output")
     head_sizes: tuple[int, ...] = _doc("Hidden widths of each small per-action head (q_head = per_action_heads); empty = a single linear layer per action.", default=(32,))
     dueling: bool = _doc("Dueling heads: Q = V(s) + A(s, a) - mean_a A(s, a), value and advantages from the shared trunk.", default=False)
@@ -269,7 +269,8 @@ class DQNConfig(RunConfig):
 class PQNConfig(RunConfig):
     """PQN, parallel Q-learning (Gallici et al., "Simplifying Deep Temporal Difference
     Learning", ICLR 2025): many envs, Q(lambda) targets over short rollouts, a few epochs
-    of minibatches per rollout, LayerNorm in the Q-network; no replay, no target network.
+    of minibatches per rollout, LayerNorm in the Q-network; no replay, no target network
+    (each may be switched on: replay_rollouts, target_network).
 
     Defaults are the paper's CartPole-v1 settings (purejaxql's pqn_cartpole config); a
     field's text says where its other published settings (MinAtar, Atari) differ.
@@ -293,7 +294,7 @@ class PQNConfig(RunConfig):
     network: str = _doc("'auto' (the Nature CNN for image observations, else an MLP), 'mlp' or 'cnn'.", default="auto")
     hidden_sizes: tuple[int, ...] = _doc("Widths of the hidden dense layers. Paper, CartPole: 2 x 256.", default=(256, 256))
     activation: str = _doc("Nonlinearity of the dense layers: 'relu', 'tanh', 'elu', 'gelu', 'silu' or 'leaky_relu'.", default="relu")
-    layer_norm: bool = _doc("LayerNorm after each hidden dense layer (before its activation): what keeps PQN stable without a target network.", default=True)
+    layer_norm: bool = _doc("LayerNorm after each hidden dense layer and each convolution (before its activation; over the channels at each position for a convolution, as purejaxql's CNNs): what keeps PQN stable without a target network.", default=True)
     optimizer: str = _doc("'radam' (the paper's) or 'adam'.", default="radam")
     learning_rate: float = _doc("Optimizer step size (the starting value with lr_schedule = linear). Paper: 1e-4 (CartPole), 5e-4 (MinAtar), 2.5e-4 (Atari).", default=1e-4)
     lr_schedule: str = _doc("'linear' (decay to lr_end over the run's gradient steps; paper: CartPole, MinAtar, to 0) or 'constant' (paper: Atari).", default="linear")
@@ -309,6 +310,9 @@ class PQNConfig(RunConfig):
     target_network: bool = _doc("Bootstrap the Q(lambda) targets from a target network instead of the online one (off in PQN: LayerNorm makes it unnecessary).", default=False)
     target_update_period: int = _doc("With target_network: sync it every this many learning phases (rollouts).", default=1)
     tau: float = _doc("With target_network: target <- tau * online + (1 - tau) * target at a sync; 1.0 is a hard copy.", default=1.0)
+
+    # --- optional replay of past rollouts (off in the paper) ------------------------
+    replay_rollouts: int = _doc("K: rollouts kept beside the current one and learned from again; 0 = off (the paper's). Each learning phase recomputes the Q(lambda) targets of the current rollout and the K before it with the current network (targets stored with a rollout would be stale), and each of its num_epochs passes takes (K + 1) x num_minibatches gradient steps of the usual minibatch size over all their samples (fewer while the first K rollouts fill the store): K + 1 times the gradient steps per env step, and K more rollouts in memory.", default=0)
 
     @property
     def rollout_env_steps(self) -> int:
@@ -341,6 +345,9 @@ class PQNConfig(RunConfig):
             raise UsageError(f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
         if not 0.0 < self.tau <= 1.0:
             raise UsageError(f"tau must lie in (0, 1] (1 = hard copy), got {self.tau}")
+        if self.replay_rollouts < 0:
+            raise UsageError(f"replay_rollouts must be >= 0 (0 = off; K = learn again from the K previous rollouts), "
+                             f"got {self.replay_rollouts}; set it with --set replay_rollouts=K")
         for name in ("adam_b1", "adam_b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
