@@ -39,6 +39,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,8 @@ def run_cell(task: str, agent: str, stack: int | None, seeds: int, steps: int, o
     command = ["train", spec.env_id, *spec.extra, "--seeds", str(seeds), "--seed", "0", "--steps", str(steps),
                "--quiet", "--no-tensorboard", "--out", str(run), *agent_settings(agent, stack),
                "--set", "final_eval_episodes=100"]
+    if run.exists():  # a cell stopped before it finished (it is not in the JSON): start it again
+        shutil.rmtree(run)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
