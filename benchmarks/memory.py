@@ -153,9 +153,20 @@ def agent_name(cell: dict) -> str:
         {"gru": "memory=gru", "plain": "plain DQN"}[cell["agent"]]
 
 
+def periodic_means(cell: dict) -> str:
+    """'2k: 0.10, 4k: 1.00, ...': each periodic evaluation's mean over the seeds."""
+    curves = list((cell.get("periodic") or {}).values())
+    if not curves:
+        return "-"
+    steps = [step for step, _ in curves[0]]
+    means = [statistics.mean(curve[i][1] for curve in curves) for i in range(len(steps))]
+    return ", ".join(f"{step / 1000:g}k: {m:.2f}" for step, m in zip(steps, means))
+
+
 def table(cells: dict) -> str:
     lines = ["| task | agent | greedy return per seed (best weights, 100 fresh episodes) | mean | env steps | "
-             "wall s (compile) | load before/after |", "|---|---|---|---|---|---|---|"]
+             "periodic evaluations, mean of the seeds (at k env steps) | wall s (compile) | load before/after |",
+             "|---|---|---|---|---|---|---|---|"]
     order = [cell_key(*c) for c in cells_of(list(TASKS), list(AGENTS))]
     for cell in sorted(cells.values(), key=lambda c: order.index(cell_key(c["task"], c["agent"], c["stack"]))
                        if cell_key(c["task"], c["agent"], c["stack"]) in order else len(order)):
@@ -164,7 +175,7 @@ def table(cells: dict) -> str:
         mean = f"{statistics.mean(returns):.2f}" if returns else "-"
         wall = f"{cell['wall_seconds']:.0f} ({cell['compile_seconds']:.0f})" if returns else f"{cell['process_seconds']:.0f}"
         lines.append(f"| {cell['task']} | {agent_name(cell)} | {shown} | {mean} | {cell.get('env_steps', '-')} | "
-                     f"{wall} | {cell['load_before']}/{cell['load_after']} |")
+                     f"{periodic_means(cell)} | {wall} | {cell['load_before']}/{cell['load_after']} |")
     return "\n".join(lines)
 
 
