@@ -291,7 +291,7 @@ class PQNConfig(RunConfig):
     reward_scale: float = _doc("Rewards are multiplied by this in the learning targets (the reported returns stay unscaled). Paper: 0.1 for CartPole (the classic-control presets use it), 1 elsewhere.", default=1.0)
 
     # --- network and optimizer ------------------------------------------------------
-    network: str = _doc("'auto' (the Nature CNN for image observations, else an MLP), 'mlp' or 'cnn'.", default="auto")
+    network: str = _doc("'auto' (the Nature CNN for images of at least 36x36, the MinAtar network for boards with sides of at most 20, else an MLP), 'mlp', 'cnn' or 'small_cnn'; with layer_norm, a LayerNorm follows every convolution and hidden dense layer (purejaxql's networks).", default="auto")
     hidden_sizes: tuple[int, ...] = _doc("Widths of the hidden dense layers. Paper, CartPole: 2 x 256.", default=(256, 256))
     activation: str = _doc("Nonlinearity of the dense layers: 'relu', 'tanh', 'elu', 'gelu', 'silu' or 'leaky_relu'.", default="relu")
     layer_norm: bool = _doc("LayerNorm after each hidden dense layer and each convolution (before its activation; over the channels at each position for a convolution, as purejaxql's CNNs): what keeps PQN stable without a target network.", default=True)
@@ -351,7 +351,7 @@ class PQNConfig(RunConfig):
         for name in ("adam_b1", "adam_b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
-        _choice(self, "network", ("auto", "mlp", "cnn"))
+        _choice(self, "network", ("auto", "mlp", "cnn", "small_cnn"))
         _choice(self, "activation", ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu"))
         _choice(self, "optimizer", ("radam", "adam"))
         _choice(self, "lr_schedule", ("linear", "constant"))
