@@ -376,6 +376,7 @@ def run_double_only(args: argparse.Namespace) -> None:
     results = json.loads(args.json_out.read_text()) if args.json_out.is_file() else {
         "argv": sys.argv[1:], "code": code_state(), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                                   "loadavg_start": loadavg()}}
+    earlier_seconds = results.get("benchmark_seconds", 0)  # of the invocations this one resumes
     try:
         for seed in range(args.seeds):
             for name in systems:
@@ -391,7 +392,7 @@ def run_double_only(args: argparse.Namespace) -> None:
                 log(f"{name}: seed {seed}, twice the budget -> {row}")
                 done[str(seed)] = row
                 results["machine"]["loadavg_end"] = loadavg()
-                results["benchmark_seconds"] = round(time.perf_counter() - started + results.get("benchmark_seconds", 0), 1)
+                results["benchmark_seconds"] = round(earlier_seconds + time.perf_counter() - started, 1)
                 save(results, args.json_out)
     finally:
         if args.keep:
