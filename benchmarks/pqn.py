@@ -344,6 +344,9 @@ def main() -> None:
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
 
+    for given in (args.report_from, args.double_from, args.throughput_from):
+        if given is not None and not given.is_file():
+            ap.error(f"no results file {given}; give the --json-out path of an earlier run")
     if args.report_from is not None:
         results = json.loads(args.report_from.read_text())
         if args.double_from is not None:
