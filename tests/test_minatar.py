@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import dqnx
-from dqnx.agents.networks import NatureCNN, QNetwork, SmallCNN, make_network
+import flax.linen as nn
+
+from dqnx.agents.networks import NatureCNN, PatchConv, QNetwork, SmallCNN, make_network
 from dqnx.envs import make_env
 from dqnx.envs.minatar import GAMES, NO_CUT_STEPS, SETTINGS
 from dqnx.errors import UsageError
@@ -34,6 +36,25 @@ def test_small_cnn_is_young_and_tian_network():
     np.testing.assert_allclose(chw.apply(params, jnp.moveaxis(obs, -1, 1)), net.apply(params, obs), rtol=1e-6)
     # Boolean boards (as replay keeps MinAtar's) read as 0/1.
     np.testing.assert_allclose(net.apply(params, obs.astype(bool)), net.apply(params, obs), rtol=1e-6)
+
+
+@pytest.mark.parametrize("size,stride,shape", [(3, 1, (10, 10, 4)), (8, 4, (84, 84, 4)), (4, 2, (20, 20, 32)),
+                                               (3, 2, (7, 9, 3))])
+def test_patch_conv_is_flax_conv(size, stride, shape):
+    # The im2col convolution the networks use (fast inside compiled loops on CPU) must be nn.Conv with
+    # VALID padding: the same parameters from the same key, the same outputs and the same gradients,
+    # so checkpoints written with nn.Conv load unchanged.
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, *shape))
+    ours, flax_conv = PatchConv(16, size, stride), nn.Conv(16, (size, size), strides=(stride, stride), padding="VALID")
+    params = ours.init(jax.random.PRNGKey(1), x)
+    reference = flax_conv.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
+    np.testing.assert_array_equal(params["params"]["kernel"], reference["params"]["kernel"])
+    params = jax.tree.map(lambda a: a + jax.random.normal(jax.random.PRNGKey(2), a.shape), params)  # bias != 0
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda p, m=m: (m.apply(p, x) ** 2).sum())(params) for m in (ours, flax_conv)]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
 def test_auto_picks_the_network_by_observation():
