@@ -24,7 +24,8 @@ sessions. The markdown and the figure are rebuilt from the JSON alone:
                                  [--settings minatar,gymnax] [--steps N] [--report-only]
 
 Without --steps a cell trains for its reference's budget: 5M steps under the MinAtar
-paper's settings, 10M under gymnax's (gymnax-blines' PPO).
+paper's settings, 10M under gymnax's (gymnax-blines' PPO). `--settings best` runs each game
+under the settings of its best published figure only (the one issue 19's target compares).
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ CELLS = ROOT / "docs" / "minatar-cells.json"
 DOC = ROOT / "docs" / "minatar.md"
 FIGURE = ROOT / "docs" / "img" / "minatar.png"
 BUDGET = {ref.settings: ref.steps for ref in REFERENCES}  # settings -> the reference's env steps
+TARGET_SECONDS = 20 * 60  # issue 19: each seed's run within 20 minutes of wall time on this CPU
+EPSILON_FLOOR = {"dqn": "0.04", "pqn": "0.05"}  # the presets' epsilon_end, for the page's wording
+
+
+def best_reference(game: str):
+    """The published figure a game's target compares with: the highest in its row, with its settings."""
+    return max((ref for ref in REFERENCES if ref.returns.get(game) is not None), key=lambda ref: ref.returns[game])
 
 
 def available_agents() -> list[str]:
@@ -165,15 +173,16 @@ def markdown(cells: dict) -> str:
         "- **final**: the final weights' greedy return over 100 fresh episodes, mean ± sd over seeds:",
         "  the figure compared with the published one beside it (same settings);",
         "- **train (last 100)**: the training return averaged over the last 100 episodes, the MinAtar",
-        "  paper's measure (its behaviour policy explored with epsilon 0.1; the presets' floor is 0.04);",
+        "  paper's measure (its behaviour policy explored with epsilon 0.1; the presets' floor is "
+        + ", ".join(f"{v} for {k.upper()}" for k, v in EPSILON_FLOOR.items()) + ");",
         "- **best**: the best periodic evaluation's weights on 100 fresh episodes (shown, not compared);",
         "- **wall s**: the training process's wall time per seed, compilation included.",
         "",
         "A row whose env steps fall short of its reference's budget (5M under the minatar settings,",
         "10M under gymnax's) is a short check of the pipeline, marked *(check)*, not a comparison.",
         "The full table: `python benchmarks/minatar.py` on a quiet machine (one process at a time;",
-        "it resumes where the last invocation stopped). PQN rows come with the PQN agent",
-        "(`--agents dqn,pqn` once `dqnx train --agent pqn` exists; its presets go in presets/pqn/).",
+        "it resumes where the last invocation stopped); `--settings best` runs each game only under",
+        "the settings of its best published figure, the one the target below compares with.",
         "",
         "Settings (dqnx.envs.minatar.SETTINGS; each run's config.json records them as env_settings):",
         "",
@@ -198,11 +207,48 @@ def markdown(cells: dict) -> str:
             f"| {_mean_sd([c['best'] for c in group])} | {_published(game, settings)} "
             f"| {statistics.mean(c['wall_seconds'] for c in group):.0f} | {_settings_text(group[0]['env_settings'])} |"
         )
+    lines += ["", *targets(cells)]
     notes = sorted({f"{c['measured']}: {c['machine']}" for c in cells.values()})
     lines += ["", "Measured (UTC; the load average says how busy the shared machine was):", ""]
     lines += [f"- {note}" for note in notes]
     lines += ["", "![learning curves](img/minatar.png)", ""]
     return "\n".join(lines)
+
+
+def targets(cells: dict) -> list[str]:
+    """Issue 19's target per game: our best preset at or above the best published figure, under that
+    figure's settings and budget, on 3/3 seeds (final weights), each seed's run within 20 minutes."""
+    lines = [
+        "## Targets",
+        "",
+        "Per game: the best published figure of its row and its settings; for each agent with full-budget",
+        "cells under those settings, the final weights' greedy return of every seed (100 fresh episodes).",
+        f"Met when every one of 3 seeds is at or above the published figure and each seed's run took at most "
+        f"{TARGET_SECONDS // 60} minutes (wall s, compilation included).",
+        "",
+        "| game | best published | agent | final per seed | slowest seed's wall s | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for game in GAMES:
+        ref = best_reference(game)
+        published = ref.returns[game]
+        for agent in EPSILON_FLOOR:
+            group = sorted((c for c in cells.values() if c["game"] == game and c["agent"] == agent
+                            and c["settings"] == ref.settings and c["env_steps"] >= ref.steps), key=lambda c: c["seed"])
+            if not group:
+                continue
+            finals = [c["final"] for c in group]
+            slowest = max(c["wall_seconds"] for c in group)
+            if len(group) < 3:
+                verdict = f"open ({len(group)} of 3 seeds run)"
+            else:
+                verdict = "yes" if all(f >= published for f in finals) and slowest <= TARGET_SECONDS else "no"
+            lines.append(f"| {game} | {ref.agent.split(' ')[0]} {'~' if ref.approximate else ''}{published:g} "
+                         f"({ref.settings} settings, {ref.steps / 1e6:g}M) | {agent} "
+                         f"| {', '.join(f'{f:.1f}' for f in finals)} | {slowest:.0f} | {verdict} |")
+    if lines[-1].startswith("|---"):
+        lines.append("| (no full-budget cell yet) | | | | | |")
+    return lines
 
 
 def plot(cells: dict, path: Path) -> None:
@@ -254,7 +300,7 @@ def _names(text: str, allowed: list[str], what: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in allowed]
     if unknown or not names:
-        raise SystemExit(f"unknown {what} {', '.join(unknown) or text!r}; choose from {', '.join(allowed)}")
+        raise ValueError(f"unknown {what} {', '.join(unknown) or text!r}; choose from {', '.join(allowed)}")
     return names
 
 
@@ -263,7 +309,9 @@ def main() -> int:
     parser.add_argument("--games", default=",".join(GAMES))
     parser.add_argument("--agents", default=",".join(available_agents()),
                         help="dqn, and pqn once the PQN agent exists (default: every available one)")
-    parser.add_argument("--settings", default="minatar,gymnax", help="minatar (the paper's), gymnax (gymnax-blines')")
+    parser.add_argument("--settings", default="minatar,gymnax",
+                        help="minatar (the paper's), gymnax (gymnax-blines'), or best: each game under the settings "
+                             "of its best published figure")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, one process each")
     parser.add_argument("--steps", type=int, default=None, help="env steps per cell (default: the reference's budget)")
     parser.add_argument("--report-only", action="store_true", help="rebuild docs/minatar.md and the figure from the JSON")
@@ -271,15 +319,19 @@ def main() -> int:
 
     cells = load_cells()
     if not args.report_only:
-        games = _names(args.games, list(GAMES), "game")
-        agents = _names(args.agents, available_agents(), "agent")
-        settings_names = _names(args.settings, list(SETTINGS), "settings")
+        best = args.settings.strip() == "best"
+        try:
+            games = _names(args.games, list(GAMES), "game")
+            agents = _names(args.agents, available_agents(), "agent")
+            settings_names = [] if best else _names(args.settings, list(SETTINGS), "settings")
+        except ValueError as error:
+            parser.error(f"{error}{' (or best, alone)' if 'settings' in str(error) else ''}")  # a usage error: one line, exit status 2
         if args.seeds < 1 or (args.steps is not None and args.steps < 1):
-            raise SystemExit("--seeds and --steps must be positive")
+            parser.error("--seeds and --steps must be positive")
         with tempfile.TemporaryDirectory(prefix="dqnx-minatar-") as workdir:
             for game in games:
                 for agent in agents:
-                    for settings in settings_names:
+                    for settings in ([best_reference(game).settings] if best else settings_names):
                         steps = args.steps or BUDGET[settings]
                         config = resolved_config(game, agent, steps)
                         for seed in range(args.seeds):
