@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,15 @@ def test_envs_lists_discrete_envs(tmp_path, dqnx_cli_here):
         assert env_id in result.stdout, env_id
     assert "Pendulum-v1" not in result.stdout  # continuous actions: not for DQN
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_keeps_square_brackets(tmp_path, dqnx_cli_here):
+    # typer renders help through rich markup, where "[ray]" is a style tag and vanishes unless escaped.
+    for command, phrase in [("sweep", "pip install 'dqnx[ray]'"), ("sweep", "hidden_sizes=[64,64],[256,256]")]:
+        result = dqnx_cli_here([command, "--help"], tmp_path)
+        assert result.returncode == 0, result.stderr
+        words = " ".join(re.sub("[\u2500-\u257f]", " ", result.stdout).split())  # without the panels' box lines
+        assert phrase in words, (command, phrase)
 
 
 # --- bad input -------------------------------------------------------------------------------

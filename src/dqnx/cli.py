@@ -110,7 +110,7 @@ def train(
 
 
 RAY_HELP = ("Run on Ray: alone, a Ray instance started on this machine; 'auto' or an address (HOST:PORT, "
-            "ray://HOST:PORT) joins that cluster. Needs pip install 'dqnx[ray]'.")
+            "ray://HOST:PORT) joins that cluster. Needs pip install 'dqnx\\[ray]'.")  # \\[: not rich markup
 
 
 @app.command()
