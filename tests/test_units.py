@@ -281,3 +281,30 @@ def test_loop_stores_true_successor_not_reset_obs(tiny):
     # Every ended episode was reported with its return.
     finished = np.asarray(output.finished_return)
     assert np.sum(~np.isnan(finished)) == terminated.sum()
+
+
+def test_steps_per_second_leaves_out_the_periodic_evaluation(tmp_path, monkeypatch, tiny):
+    # metrics.csv's steps_per_second is the training speed: the chunk's env steps over its own time.
+    # Here every evaluation takes 1,000 s on the trainer's clock; wall_seconds must show them, the speed not.
+    import csv
+    import time
+    from types import SimpleNamespace
+
+    import dqnx
+    from dqnx.drivers import trainer
+
+    clock = {"offset": 0.0}
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock["offset"]))
+    evaluate = trainer._Loop.evaluate_and_keep_best
+
+    def slow_evaluate(self):
+        clock["offset"] += 1000.0
+        return evaluate(self)
+
+    monkeypatch.setattr(trainer._Loop, "evaluate_and_keep_best", slow_evaluate)
+    run = dqnx.train("CartPole-v1", config=tiny(), out=tmp_path / "run", tensorboard=False)
+    with open(run.path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4  # 2,000 steps, an evaluation every 500
+    assert all(float(r["steps_per_second"]) > 500 / 100 for r in rows), [r["steps_per_second"] for r in rows]
+    assert float(rows[-1]["wall_seconds"]) >= 4 * 1000

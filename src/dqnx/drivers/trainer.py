@@ -169,11 +169,10 @@ def _train(run, env, config, seeds, driver, agent, resume, reporter, stop_when_s
     try:
         with _SignalFlag() as signals:
             while progress.env_steps < config.total_steps:
-                chunk_start = time.perf_counter()
                 iterations = jax_loop.chunk_iterations(config, progress.env_steps)
                 chunk_stats = loop.run_chunk(iterations)
                 eval_mean, eval_std = loop.evaluate_and_keep_best()
-                rows = loop.record(chunk_stats, eval_mean, eval_std, iterations, chunk_start)
+                rows = loop.record(chunk_stats, eval_mean, eval_std, iterations)
                 if board is not None:
                     board.write(rows)
                 reporter.update(progress)
@@ -243,6 +242,7 @@ class _Loop:
         self.last_checkpoint = progress.env_steps
         self.started = time.perf_counter() - progress.wall_seconds
         self.compile_before = driver.compile_seconds
+        self.chunk_seconds = 0.0  # the last chunk's training time, its compilation left out (steps_per_second)
         # Diverged seeds' last finite training states (host copies, read from the checkpoint they
         # last wrote): a frozen seed's files never change again while the others go on.
         self.frozen: dict[int, Any] = {}
@@ -267,10 +267,12 @@ class _Loop:
         """`iterations` iterations of every seed; the chunk's per-seed statistics."""
         first_step, progress = self.progress.env_steps, self.progress
         self.was_live = np.array([d is None for d in progress.diverged])
+        started, compiled_before = time.perf_counter(), self.driver.compile_seconds
         self.state, output = self.driver.chunk(self.state, iterations, first_step)
         jax_loop.check_legal_actions(self.env.env_id, output.no_legal_action, first_step,
                                      self.config.num_envs, self.seeds)
-        chunk_stats = jax_loop.summarize_chunk(output)
+        chunk_stats = jax_loop.summarize_chunk(output)  # reads the outputs: the chunk has finished
+        self.chunk_seconds = time.perf_counter() - started - (self.driver.compile_seconds - compiled_before)
         progress.recent_returns = _remember_returns(progress.recent_returns, jax.device_get(output.finished_return))
         # max: a frozen seed's state may carry an older counter; seeds move in lockstep
         progress.env_steps = int(np.max(jax.device_get(self.state.env_steps)))
@@ -310,12 +312,13 @@ class _Loop:
                                   {"env_steps": progress.best_step, "eval_mean_return": progress.best_return})
         return eval_mean, eval_std
 
-    def record(self, chunk_stats: dict[str, np.ndarray], eval_mean: np.ndarray, eval_std: np.ndarray, iterations: int,
-               chunk_start: float) -> list[dict[str, Any]]:
-        """The chunk's metrics rows (one per seed), appended to metrics.csv; progress brought up to date."""
+    def record(self, chunk_stats: dict[str, np.ndarray], eval_mean: np.ndarray, eval_std: np.ndarray,
+               iterations: int) -> list[dict[str, Any]]:
+        """The chunk's metrics rows (one per seed), appended to metrics.csv; progress brought up to date.
+        steps_per_second is each seed's training speed: the chunk's env steps over its time without the
+        periodic evaluation and without compilation (wall_seconds has everything)."""
         progress, config = self.progress, self.config
-        seconds = time.perf_counter() - chunk_start
-        steps_per_second = iterations * config.num_envs / max(seconds, 1e-9)
+        steps_per_second = iterations * config.num_envs / max(self.chunk_seconds, 1e-9)
         progress.wall_seconds = self.wall
         progress.compile_seconds += self.driver.compile_seconds - self.compile_before
         self.compile_before = self.driver.compile_seconds
