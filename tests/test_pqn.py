@@ -421,11 +421,14 @@ def test_layer_norm_follows_every_convolution_as_in_purejaxql(obs_shape, layout,
     convolution and each hidden dense layer, before the ReLU; without layer_norm, none."""
     from dqnx.agents.pqn import make_pqn_learner
 
-    def params(layer_norm):
-        learner = make_pqn_learner(PQNConfig(layer_norm=layer_norm, hidden_sizes=(8,)), obs_shape, 3, image_layout=layout)
+    def params(layer_norm, conv_layer_norm=True):
+        config = PQNConfig(layer_norm=layer_norm, conv_layer_norm=conv_layer_norm, hidden_sizes=(8,))
+        learner = make_pqn_learner(config, obs_shape, 3, image_layout=layout)
         return jax.eval_shape(learner.init, jax.random.PRNGKey(0)).params["params"]
 
     on, off = params(True), params(False)
+    # conv_layer_norm false (runs of format dqnx-run/1): the dense layers' LayerNorm alone.
+    assert [name for name in params(True, False) if "LayerNorm" in name] == ["LayerNorm_0"]
     assert [on[f"ConvLayerNorm_{i}"]["scale"].shape for i in range(len(convolutions))] == [(c,) for c in convolutions]
     assert [on[f"Conv_{i}"]["kernel"].shape[-1] for i in range(len(convolutions))] == convolutions
     assert on["LayerNorm_0"]["scale"].shape == (8,)  # the dense layer's keeps its name

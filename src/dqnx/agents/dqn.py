@@ -346,7 +346,8 @@ def make_dqn(config: DQNConfig, obs_shape: tuple[int, ...], num_actions: int, ob
     else:
         network = make_network(
             config.network, num_actions, tuple(config.hidden_sizes), obs_shape, image_layout,
-            activation=config.activation, layer_norm=config.layer_norm, q_head=config.q_head,
+            activation=config.activation, layer_norm=config.layer_norm, conv_layer_norm=config.conv_layer_norm,
+            q_head=config.q_head,
             head_sizes=tuple(config.head_sizes), dueling=config.dueling, noisy=config.noisy,
             noisy_sigma0=config.noisy_sigma0, num_atoms=atoms,
         )

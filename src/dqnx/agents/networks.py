@@ -110,7 +110,9 @@ class QNetwork(nn.Module):
 
     With `conv` the Nature CNN's convolutions come first (see NatureCNN), with
     `small_conv` the MinAtar network's one convolution (see SmallCNN); with `layer_norm`
-    a LayerNorm follows every convolution too, as in PQN's networks. With the
+    (and `conv_layer_norm`, its default) a LayerNorm follows every convolution too, as in
+    PQN's networks; runs of format dqnx-run/1 predate it and load with `conv_layer_norm`
+    False. With the
     defaults (relu, no LayerNorm, per_action_output, no dueling, no noise, one atom)
     this is the plain MLP, with the same parameter names as before these options.
     """
@@ -128,6 +130,7 @@ class QNetwork(nn.Module):
     conv: bool = False
     small_conv: bool = False
     layout: str = "CHW"
+    conv_layer_norm: bool = True
 
     @nn.compact
     def __call__(self, obs: jax.Array, noise: bool = False) -> jax.Array:
@@ -155,7 +158,7 @@ class QNetwork(nn.Module):
             convolutions = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
         for i, (channels, size, stride) in enumerate(convolutions):
             x = PatchConv(channels, size, stride, name=f"Conv_{i}")(x)
-            if self.layer_norm:
+            if self.layer_norm and self.conv_layer_norm:
                 # As purejaxql's PQN CNNs (MinAtar, Atari): LayerNorm over the channels at each position,
                 # before the ReLU. Named apart so the dense layers' LayerNorm_i keep their names.
                 x = nn.LayerNorm(name=f"ConvLayerNorm_{i}")(x)

@@ -136,7 +136,8 @@ def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions:
     """PQN as a `dqnx.agents.Learner` (init, act, learn, q_values)."""
     obs_dtype = jnp.dtype(obs_dtype)
     network = make_network(config.network, num_actions, tuple(config.hidden_sizes), obs_shape, image_layout,
-                           activation=config.activation, layer_norm=config.layer_norm)
+                           activation=config.activation, layer_norm=config.layer_norm,
+                           conv_layer_norm=config.conv_layer_norm)
     T, n = config.rollout_steps, config.num_envs
     samples = T * n
     replay_rollouts = config.replay_rollouts

@@ -16,6 +16,7 @@ says the env step (and evaluation) each seed's weights come from.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import platform
 import time
@@ -35,10 +36,18 @@ from dqnx.runs.files import atomic_write_bytes, atomic_write_json, load_tree, re
 # change. Older formats must keep loading for `dqnx eval` / `dqnx.load` (weights); resume
 # needs the exact checkpoint layout, so it takes RESUMABLE_VERSIONS only and refuses others
 # with a message naming the version. tests/fixtures/ holds a run of each format.
+#   1  the first format.
+#   2  a LayerNorm after each convolution when layer_norm is on (config conv_layer_norm): a
+#      format-1 run with a CNN and layer_norm has none, and reads back with conv_layer_norm
+#      false (FORMAT_SETTINGS), with its tensors, checkpoint included, laid out as before.
 FORMAT_NAME = "dqnx-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
-RESUMABLE_VERSIONS = (1,)
+RESUMABLE_VERSIONS = (1, 2)
+# Hyperparameters a run of an older format was trained with that config.json does not
+# record (they came later; their defaults describe newer runs): format -> {field: value},
+# applied to the agents whose config has the field.
+FORMAT_SETTINGS: dict[int, dict[str, Any]] = {1: {"conv_layer_norm": False}}
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
@@ -176,8 +185,9 @@ class RunDir:
         from dqnx.envs import BACKENDS
 
         source = env_source(env_id, data.get("backend", "jax"), data.get("env_params"), data.get("wrappers"), where, BACKENDS)
-        config_class(agent)  # an unknown agent is a one-line error naming the registry's agents
-        config = from_dict(values, where, agent)
+        fields = {f.name for f in dataclasses.fields(config_class(agent))}  # an unknown agent: a one-line error
+        older = {k: v for k, v in FORMAT_SETTINGS.get(version, {}).items() if k in fields and k not in values}
+        config = from_dict({**values, **older}, where, agent)
         settings = data.get("env_settings") if isinstance(data.get("env_settings"), dict) else None  # shown, never run
         return RunSpec(env_id=source.env_id, agent=agent, env_params=source.env_params, seeds=list(seeds), config=config,
                        backend=source.backend, env_settings=settings, wrappers=source.wrappers, spaces=data.get("spaces"),
