@@ -117,10 +117,27 @@ def run_cell(game: str, agent: str, settings: str, seed: int, steps: int, workdi
             "env_steps": [int(r["env_steps"]) for r in rows],
             "train_100": [number(r["train_return_100"]) for r in rows],
             "eval": [number(r["eval_mean_return"]) for r in rows],
+            "wall_seconds": [number(r["wall_seconds"]) for r in rows],  # where a slow cell spent its time
+            "steps_per_second": [number(r["steps_per_second"]) for r in rows],  # training alone
         },
         "measured": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
         "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
     }
+
+
+def same_config(stored: dict, current: dict, agent: str) -> bool:
+    """A kept cell ran the current resolved config. Two differences are not changes: a run rounds
+    total_steps up to whole iterations (PQN: rollouts of num_envs x rollout_steps) and records the
+    rounded value; and a field added to the config since the cell ran is absent from the stored one,
+    which matches when its value is its default (by the config's rule that keeps the old behaviour,
+    e.g. conv_layer_norm)."""
+    defaults = CONFIGS[agent]().to_dict()
+    iteration = current["num_envs"] * current.get("rollout_steps", 1)
+    if not 0 <= stored.get("total_steps", -1) - current["total_steps"] < iteration:
+        return False
+    return set(stored) <= set(current) and all(
+        stored[k] == v if k in stored else (k in defaults and defaults[k] == v)
+        for k, v in current.items() if k != "total_steps")
 
 
 def load_cells() -> dict:
@@ -337,7 +354,7 @@ def main() -> int:
                         for seed in range(args.seeds):
                             key = cell_key(game, agent, settings, seed)
                             done = cells.get(key)
-                            if done and done["env_steps"] == steps and done["config"] == config:
+                            if done and done["env_steps"] >= steps and same_config(done["config"], config, agent):
                                 print(f"{key}: kept ({done['final']:.1f})", flush=True)
                                 continue
                             cell = run_cell(game, agent, settings, seed, steps, Path(workdir))
