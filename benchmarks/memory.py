@@ -28,9 +28,11 @@ steps, the process's wall seconds (compilation included) and the load average be
 (timings from a loaded machine are not speeds; returns and env steps do not depend on the load).
 
     python benchmarks/memory.py [--seeds 3] [--scale 1.0] [--only TEXT] [--agents gru,frame_stack,plain]
-                                [--out runs/memory] [--report-only]
+                                [--stacks K,K] [--out runs/memory] [--report-only]
 
-`--scale` multiplies every task's step budget; `--only` keeps the tasks whose name contains TEXT.
+`--scale` multiplies every task's step budget (a cell at another budget than the preset's is kept
+beside the full-budget one, not replaced by it); `--only` keeps the tasks whose name contains TEXT;
+`--stacks` keeps only those frame stacks' K.
 """
 
 from __future__ import annotations
@@ -86,6 +88,12 @@ def agent_settings(agent: str, stack: int | None) -> list[str]:
 
 def cell_key(task: str, agent: str, stack: int | None) -> str:
     return f"{task}|{agent}" + (f"|K={stack}" if stack else "")
+
+
+def json_key(task: str, agent: str, stack: int | None, steps: int) -> str:
+    """The cell's key in the JSON: a run at another budget than the preset's (--scale) is a cell of its
+    own, so that the full-budget cells do not replace the shorter ones' record but sit beside them."""
+    return cell_key(task, agent, stack) + ("" if steps == TASKS[task].steps else f"|steps={steps}")
 
 
 def cells_of(tasks: list[str], agents: list[str]) -> list[tuple[str, str, int | None]]:
@@ -168,8 +176,11 @@ def table(cells: dict) -> str:
              "periodic evaluations, mean of the seeds (at k env steps) | wall s (compile) | load before/after |",
              "|---|---|---|---|---|---|---|---|"]
     order = [cell_key(*c) for c in cells_of(list(TASKS), list(AGENTS))]
-    for cell in sorted(cells.values(), key=lambda c: order.index(cell_key(c["task"], c["agent"], c["stack"]))
-                       if cell_key(c["task"], c["agent"], c["stack"]) in order else len(order)):
+    def position(c: dict) -> tuple[int, int]:
+        key = cell_key(c["task"], c["agent"], c["stack"])
+        return (order.index(key) if key in order else len(order), c["steps"])
+
+    for cell in sorted(cells.values(), key=position):
         returns = cell.get("returns")
         shown = ", ".join(f"{x:.2f}" for x in returns) if returns else f"failed (exit {cell['status']})"
         mean = f"{statistics.mean(returns):.2f}" if returns else "-"
@@ -207,6 +218,7 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--only", default=None, help="run only the tasks whose name contains this")
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated: gru, frame_stack, plain")
+    parser.add_argument("--stacks", default=None, help="comma-separated K: run only these frame stacks (default: the task's)")
     parser.add_argument("--out", default="runs/memory")
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/memory.md from the JSON, train nothing")
     args = parser.parse_args()
@@ -219,8 +231,12 @@ def main() -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         tasks = [t for t in TASKS if not args.only or args.only in t]
+        stacks = {int(k) for k in args.stacks.split(",")} if args.stacks else None
         for task, agent, stack in cells_of(tasks, agents):
-            key, steps = cell_key(task, agent, stack), int(TASKS[task].steps * args.scale)
+            if stack is not None and stacks is not None and stack not in stacks:
+                continue
+            steps = int(TASKS[task].steps * args.scale)
+            key = json_key(task, agent, stack, steps)
             done = cells.get(key)
             if done and done.get("returns") and done["seeds"] == args.seeds and done["steps"] == steps:
                 print(f"kept: {key}", flush=True)
