@@ -112,17 +112,21 @@ def run_cell(task: str, agent: str, stack: int | None, seeds: int, steps: int, o
     command = ["train", spec.env_id, *spec.extra, "--seeds", str(seeds), "--seed", "0", "--steps", str(steps),
                "--quiet", "--no-tensorboard", "--out", str(run), *agent_settings(agent, stack),
                "--set", "final_eval_episodes=100"]
-    if run.exists():  # a cell stopped before it finished (it is not in the JSON): start it again
+    resumed_from = resumable_steps(run, seeds, steps)
+    if resumed_from is None and run.exists():  # stopped before its first checkpoint, or another budget: start again
         shutil.rmtree(run)
+    # A cell stopped by a deadline (SIGTERM: the run checkpoints at the end of its chunk) continues from
+    # its checkpoint; on the host loop the episodes under way then restart, as for any resumed run.
+    invocation = command if resumed_from is None else ["train", "--resume", str(run), "--quiet", "--no-tensorboard"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    with open(f"{run}.log", "w") as log:
-        status = subprocess.run([sys.executable, "-m", "dqnx.cli", *command], stdout=log, stderr=subprocess.STDOUT,
+    with open(f"{run}.log", "w" if resumed_from is None else "a") as log:
+        status = subprocess.run([sys.executable, "-m", "dqnx.cli", *invocation], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, check=False).returncode
     wall = time.perf_counter() - started
     cell = {"task": task, "agent": agent, "stack": stack, "seeds": seeds, "steps": steps, "status": status,
-            "command": "dqnx " + " ".join(command), "process_seconds": round(wall, 1),
+            "command": "dqnx " + " ".join(command), "process_seconds": round(wall, 1), "resumed_from": resumed_from,
             "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1),
             "measured": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "machine": f"{os.cpu_count()} CPUs"}
     if status != 0 or not (run / "summary.json").is_file():
@@ -139,6 +143,20 @@ def run_cell(task: str, agent: str, stack: int | None, seeds: int, steps: int, o
                                       for r in rows if int(r["seed"]) == s["seed"]] for s in per_seed},
     })
     return cell
+
+
+def resumable_steps(run: Path, seeds: int, steps: int) -> int | None:
+    """The env steps of the checkpoint a stopped cell left in `run`, if it is the same cell (seeds, budget)."""
+    from dqnx.errors import UsageError
+    from dqnx.runs.files import read_metadata
+
+    try:
+        config = json.loads((run / "config.json").read_text())
+        done = int(read_metadata(run / "checkpoint.safetensors")["progress"]["env_steps"])
+    except (OSError, KeyError, TypeError, ValueError, UsageError):
+        return None
+    same = config["config"].get("total_steps") == steps and len(config.get("seeds", [])) == seeds
+    return done if same and 0 < done < steps else None
 
 
 def load_cells() -> dict:
