@@ -10,6 +10,8 @@ The JAX compilation cache keeps its default location (shared between runs).
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -152,14 +154,35 @@ def _cli_env() -> dict[str, str]:
     return env
 
 
+def _run_guarded(command: list, cpu_seconds: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run(command, **kwargs) for a child that must end by itself, with a hang guard that a loaded
+    machine does not trip: the child may use `cpu_seconds` of CPU (user + sys; a busy hang ends there with
+    SIGXCPU) and four times as long in wall time (a blocked one). A wall-clock timeout alone failed sound runs
+    when other work starved the tests of CPU: load stretches the wall time a run takes, not the CPU it needs."""
+    limit = round(cpu_seconds)
+    if shutil.which("prlimit"):  # util-linux's; where there is none (macOS), the wall-time limit alone
+        command = ["prlimit", f"--cpu={limit}:{limit + 30}", "--", *command]
+    result = subprocess.run(command, timeout=4 * limit, **kwargs)
+    assert result.returncode != -signal.SIGXCPU, f"used {limit} s of CPU without finishing (a hang?): {command}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def guarded_run():
+    """Runs a child process with a CPU-time hang guard (see _run_guarded): guarded_run(command, cpu_seconds, **kwargs)."""
+    return _run_guarded
+
+
 def _run_dqnx(args: list, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dqnx.cli", *map(str, args)], cwd=cwd, env=_cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    """`timeout`: the CPU seconds the command may use (_run_guarded)."""
+    return _run_guarded([sys.executable, "-m", "dqnx.cli", *map(str, args)], timeout, cwd=cwd, env=_cli_env(),
+                        capture_output=True, text=True)
 
 
 @pytest.fixture(scope="session")
 def dqnx_cli():
-    """Runs `dqnx ARGS` in a subprocess from `cwd`, as a script would (no terminal): dqnx_cli(args, cwd, timeout)."""
+    """Runs `dqnx ARGS` in a subprocess from `cwd`, as a script would (no terminal): dqnx_cli(args, cwd, timeout),
+    `timeout` in CPU seconds (_run_guarded)."""
     return _run_dqnx
 
 

@@ -389,15 +389,12 @@ main()
 """
 
 
-def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, toys_on_path):
-    import subprocess
-
+def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, toys_on_path, guarded_run):
     sets = [arg for key, value in {**SMALL_HOST, "total_steps": 600}.items() for arg in ("--set", f"{key}={value}")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", KILL_SCRIPT, "train", "gym_toys:Corridor", "--env-param",
-                             "max_episode_steps=20", *sets, "-q",
-                             "--no-tensorboard", "--out", "run"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = guarded_run([sys.executable, "-c", KILL_SCRIPT, "train", "gym_toys:Corridor", "--env-param",
+                          "max_episode_steps=20", *sets, "-q", "--no-tensorboard", "--out", "run"], 300,
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == -9, result.stderr
     assert list((tmp_path / "run").glob(".checkpoint.safetensors.*.tmp")), "the kill came mid-write"
     code, lines = run_cli(["eval", "run", "--episodes", "2", "--weights", "last"], tmp_path)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -167,12 +166,12 @@ print(json.dumps(report))
 """
 
 
-def test_tabular_sweep_is_bit_exact_without_fma(tmp_path):
+def test_tabular_sweep_is_bit_exact_without_fma(tmp_path, guarded_run):
     """Without fused multiply-adds the vmapped and unbatched kernels round alike: equal tables."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX").strip()  # AVX has no FMA
-    result = subprocess.run([sys.executable, "-c", BIT_EXACT_SCRIPT, str(tmp_path), json.dumps(TABULAR_BASE)],
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = guarded_run([sys.executable, "-c", BIT_EXACT_SCRIPT, str(tmp_path), json.dumps(TABULAR_BASE)], 300,
+                         env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(report) == 2 * 2 * 2  # members x (best, last)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -87,16 +86,15 @@ main()
 """
 
 
-def test_a_killed_tune_process_resumes_without_repeating_finished_trials(tmp_path):
+def test_a_killed_tune_process_resumes_without_repeating_finished_trials(tmp_path, guarded_run, dqnx_cli_here):
     out = tmp_path / "study"
     args = ["tune", "CartPole-v1", "--trials", "4", "--batch", "2", "-q", "--out", str(out)]
     args += [arg for k, v in SMALL.items() for arg in ("--set", f"{k}={_text(v)}")]
-    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_BATCH, *args], capture_output=True, text=True,
-                            timeout=300)
+    killed = guarded_run([sys.executable, "-c", KILLED_AFTER_FIRST_BATCH, *args], 300, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     done_before = {t.number: t.params for t in _finished(_study(out))}
     assert len(done_before) == 2  # the first batch, told before the process died
-    resumed = subprocess.run([sys.executable, "-m", "dqnx.cli", *args], capture_output=True, text=True, timeout=300)
+    resumed = dqnx_cli_here(args, tmp_path)  # the resume needs no process of its own: the killed one was the point
     assert resumed.returncode == 0, resumed.stderr
     study = _study(out)
     finished = {t.number: t.params for t in _finished(study)}
@@ -209,12 +207,13 @@ def test_tune_on_ray_stores_its_trials_in_the_same_study(tmp_path, local_ray):
     assert (out / "best.toml").is_file()
 
 
-def test_ray_missing_is_a_one_line_error(tmp_path):
+def test_ray_missing_is_a_one_line_error(tmp_path, guarded_run):
     """Ray is an optional extra: --ray without it names the install command (import blocked here)."""
     script = ("import sys; sys.modules['ray'] = None; sys.argv = ['dqnx'] + sys.argv[1:]; "
               "from dqnx.cli import main; main()")
-    result = subprocess.run([sys.executable, "-c", script, "sweep", "CartPole-v1", "--grid", "lr=1e-3,3e-3", "--ray",
-                             "--steps", "1000", "--set", "learning_starts=200", "--out", str(tmp_path / "s"), "-q"], capture_output=True, text=True, timeout=120)
+    result = guarded_run([sys.executable, "-c", script, "sweep", "CartPole-v1", "--grid", "lr=1e-3,3e-3", "--ray",
+                          "--steps", "1000", "--set", "learning_starts=200", "--out", str(tmp_path / "s"), "-q"], 120,
+                         capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'dqnx[ray]'" in lines[0]
