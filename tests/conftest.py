@@ -47,32 +47,37 @@ def _docs_enabled(config: pytest.Config) -> bool:
     return "docs" in (config.getoption("markexpr", "") or "") or os.environ.get("DQNX_DOCS") == "1"
 
 
-# pytest runs on two pytest-xdist workers (addopts in pyproject.toml: `-n 2 --dist loadgroup`). A fixture of
-# module (or class, package) scope is built once per worker that runs one of its tests: most are trained runs,
-# so every test that uses one joins its file's group (one worker for all of them), and only tests without such
-# a fixture spread over both workers. Session fixtures are built at most once per worker: conftest's trained
-# runs are tiny (cartpole_two_seeds: about 6 s of CPU), cheaper than tying three files to one worker.
+# pytest runs on two pytest-xdist workers (addopts in pyproject.toml: `-n 2 --dist loadgroup`). Each worker
+# imports, traces and compiles for itself: tests of one file mostly share their programs (and module-scoped
+# fixtures, trained runs, built once per worker that uses them), so a file's tests stay together on one worker
+# (test_classic.py spread test by test cost 37 s of CPU against 19 s in one process). Only the tiers' tests
+# (slow, docs) that use no module-scoped fixture spread one by one: each is minutes of work of its own (a
+# preset trained until solved, a page's blocks). Session fixtures are built at most once per worker: conftest's
+# trained runs are tiny (cartpole_two_seeds: about 6 s of CPU).
 _SHARED_SCOPES = {"module", "class", "package"}
 
 
 def _uses_a_shared_fixture(item: pytest.Item) -> bool:
     # pytest keeps an item's fixture definitions in _fixtureinfo (what --setup-plan reads); without it (a
-    # doctest, or a pytest that renamed it) the item is grouped by file, the safe side.
+    # pytest that renamed it) the item counts as sharing, the safe side.
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return True
     return any(defs and defs[-1].scope in _SHARED_SCOPES for defs in info.name2fixturedefs.values())
 
 
-def _group_by_shared_fixtures(items: list[pytest.Item]) -> None:
+def _group_by_file(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("xdist_group") is None and _uses_a_shared_fixture(item):
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        tier = item.get_closest_marker("slow") or item.get_closest_marker("docs")
+        if tier is None or _uses_a_shared_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _group_by_shared_fixtures(items)
+    _group_by_file(items)
     # The docs tier (tests/test_docs.py) needs the docs extra (MkDocs) and is its own CI line.
     tiers = [("slow", _slow_enabled(config), "slow tier: run with -m slow or DQNX_SLOW=1"),
              ("docs", _docs_enabled(config), "docs tier: run with -m docs or DQNX_DOCS=1 (pip install '.[docs]')")]
