@@ -53,29 +53,25 @@ class PQNState:
     replay: Batch | None = None
 
 
-def minibatch_indices(key: jax.Array, num_samples: int, num_minibatches: int) -> jax.Array:
+def minibatch_indices(key: jax.Array, num_samples: int, num_minibatches: int, valid: jax.Array | None = None) -> jax.Array:
     """A shuffled split of range(num_samples) into [num_minibatches, num_samples // num_minibatches]:
     every sample falls in exactly one minibatch of an epoch.
 
     >>> sorted(minibatch_indices(jax.random.PRNGKey(0), 6, 3).ravel().tolist())
     [0, 1, 2, 3, 4, 5]
-    """
-    return jax.random.permutation(key, num_samples).reshape(num_minibatches, -1)
 
+    With `valid` [num_samples], the valid samples, shuffled, fill the first minibatches, the
+    invalid ones (replay slots not filled yet) the last; the caller skips those. The number of
+    valid samples must then be a multiple of the minibatch size.
 
-def replay_minibatch_indices(key: jax.Array, valid: jax.Array, num_minibatches: int) -> jax.Array:
-    """Minibatches [num_minibatches, samples // num_minibatches] over the samples where `valid`:
-    the valid samples, shuffled, fill the first minibatches (every one exactly once), the
-    invalid ones (replay slots not filled yet) the last; the caller skips those.
-    The number of valid samples must be a multiple of the minibatch size.
-
-    >>> index = replay_minibatch_indices(jax.random.PRNGKey(0), jnp.array([True, False, True, False]), 2)
+    >>> index = minibatch_indices(jax.random.PRNGKey(0), 4, 2, jnp.array([True, False, True, False]))
     >>> sorted(index[0].tolist()), sorted(index[1].tolist())
     ([0, 2], [1, 3])
     """
-    shuffled = jax.random.permutation(key, valid.shape[0])
-    # A stable sort on "invalid" keeps the shuffled order within the valid and the invalid samples.
-    order = shuffled[jnp.argsort(~valid[shuffled], stable=True)]
+    order = jax.random.permutation(key, num_samples)
+    if valid is not None:
+        # A stable sort on "invalid" keeps the shuffled order within the valid and the invalid samples.
+        order = order[jnp.argsort(~valid[order], stable=True)]
     return order.reshape(num_minibatches, -1)
 
 
@@ -190,44 +186,29 @@ def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions:
         return jax.lax.stop_gradient(rollout_targets(q_values, bootstrap_params, rollout, values["gamma"],
                                                      values["q_lambda"], values["reward_scale"]))
 
-    def learning_phase(values: dict[str, Any], state: PQNState, rollout: Batch, key: jax.Array):
-        """num_epochs passes of num_minibatches gradient steps over the rollout; then the target sync."""
-        optimizer = make_optimizer(config, values)
-        target = targets_of(values, state, rollout)
-        obs = rollout.obs.reshape(samples, *obs_shape)
-        action = rollout.action.reshape(samples).astype(jnp.int32)
-        target = target.reshape(samples)
-        step = functools.partial(gradient_step, optimizer, obs, action, target)
+    def learning_phase(values: dict[str, Any], phase: jax.Array, state: PQNState, rollout: Batch, key: jax.Array):
+        """The fresh rollout and the (up to) K = replay_rollouts stored before it, their Q(lambda)
+        targets all computed with the current bootstrap network (target or online); num_epochs
+        passes over all their samples in minibatches of the usual size (rollout_steps x num_envs /
+        num_minibatches), so (stored + 1) x num_minibatches gradient steps per pass; then the target
+        sync and, with K > 0, the fresh rollout replaces the oldest stored one. With K = 0 (the
+        paper's PQN) this is num_epochs passes of num_minibatches steps over the fresh rollout.
 
-        def epoch(carry, epoch_key):
-            return jax.lax.scan(step, carry, minibatch_indices(epoch_key, samples, config.num_minibatches))
-
-        (params, opt_state), metrics = jax.lax.scan(
-            epoch, (state.params, state.opt_state), jax.random.split(key, config.num_epochs))
-        updates = state.updates + config.num_epochs * config.num_minibatches
-        target_params = synced_target(values, state, params, updates // (config.num_epochs * config.num_minibatches))
-        new_state = PQNState(params=params, opt_state=opt_state, updates=updates, rollout=rollout,
-                             target_params=target_params)
-        return new_state, jax.tree.map(jnp.mean, metrics)
-
-    def replay_learning_phase(values: dict[str, Any], phase: jax.Array, state: PQNState, rollout: Batch, key: jax.Array):
-        """With replay_rollouts = K: the fresh rollout and the (up to) K stored before it, their
-        Q(lambda) targets all recomputed with the current bootstrap network; num_epochs passes over
-        all their samples in minibatches of the usual size (rollout_steps x num_envs /
-        num_minibatches), so (stored + 1) x num_minibatches gradient steps per pass; then the fresh
-        rollout replaces the oldest stored one.
-
-        Why the count of minibatches grows, not their size: replay is there to reuse samples, that is
-        to take more gradient steps per env step (DQN's replay ratio); larger minibatches would keep the
-        number of steps and only average more samples into each. The size stays the paper's, so a
-        step costs the same with or without replay. `phase` (this learning phase's number, from 0)
-        comes from env_steps, the same for every seed: skipping the minibatches of slots not yet
-        filled stays a real branch under vmap.
+        Why with replay the count of minibatches grows, not their size: replay is there to reuse
+        samples, that is to take more gradient steps per env step (DQN's replay ratio); larger
+        minibatches would keep the number of steps and only average more samples into each. The
+        size stays the paper's, so a step costs the same with or without replay. `phase` (this
+        learning phase's number, from 0) comes from env_steps, the same for every seed: skipping the
+        minibatches of slots not yet filled stays a real branch under vmap.
         """
         optimizer = make_optimizer(config, values)
+        if replay_rollouts:
+            data = jax.tree.map(lambda ring, fresh: jnp.concatenate([ring, fresh[None]]), state.replay, rollout)
+            target = jax.vmap(lambda one: targets_of(values, state, one))(data)  # [K + 1, T, n]
+        else:
+            data = jax.tree.map(lambda fresh: fresh[None], rollout)
+            target = targets_of(values, state, rollout)[None]
         stored = jnp.minimum(phase, replay_rollouts)  # filled slots: 0 .. stored - 1
-        data = jax.tree.map(lambda ring, fresh: jnp.concatenate([ring, fresh[None]]), state.replay, rollout)
-        target = jax.vmap(lambda one: targets_of(values, state, one))(data)  # [K + 1, T, n]
         total = (replay_rollouts + 1) * samples
         obs = data.obs.reshape(total, *obs_shape)
         action = data.action.reshape(total).astype(jnp.int32)
@@ -243,10 +224,12 @@ def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions:
 
         def maybe_step(carry, numbered):
             number, index = numbered
+            if not replay_rollouts:  # every minibatch is live: no branch
+                return step(carry, index)
             return jax.lax.cond(number < live, step, skipped, carry, index)
 
         def epoch(carry, epoch_key):
-            indices = replay_minibatch_indices(epoch_key, valid, minibatches)
+            indices = minibatch_indices(epoch_key, total, minibatches, valid)
             return jax.lax.scan(maybe_step, carry, (jnp.arange(minibatches), indices))
 
         (params, opt_state), metrics = jax.lax.scan(
@@ -254,8 +237,10 @@ def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions:
         stepped = jnp.arange(minibatches) < live
         # A mean over the steps taken (a NaN loss stays NaN: divergence is still seen).
         means = jax.tree.map(lambda m: jnp.where(stepped, m, 0.0).sum() / (config.num_epochs * live), metrics)
-        replay = jax.tree.map(lambda ring, fresh: jax.lax.dynamic_update_index_in_dim(ring, fresh, phase % replay_rollouts, 0),
-                              state.replay, rollout)
+        replay = state.replay
+        if replay_rollouts:
+            replay = jax.tree.map(lambda ring, fresh: jax.lax.dynamic_update_index_in_dim(ring, fresh, phase % replay_rollouts, 0),
+                                  state.replay, rollout)
         new_state = PQNState(params=params, opt_state=opt_state, rollout=rollout,
                              updates=state.updates + config.num_epochs * live,
                              target_params=synced_target(values, state, params, phase + 1), replay=replay)
@@ -271,10 +256,7 @@ def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions:
         rollout = store_row(state.rollout, fresh, row)
         # The hyperparameters are bound, not passed as operands: plain numbers stay compile-time constants.
         values = hyperparameters(config, hyper)
-        if replay_rollouts:
-            learning = functools.partial(replay_learning_phase, values, env_steps // samples)
-        else:
-            learning = functools.partial(learning_phase, values)
+        learning = functools.partial(learning_phase, values, env_steps // samples)
         return jax.lax.cond(row == T - 1, learning, functools.partial(collecting, values), state, rollout, key)
 
     return Learner(init=init, act=act, learn=learn, q_values=q_values)
