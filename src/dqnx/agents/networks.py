@@ -42,6 +42,18 @@ def _as_float(obs: jax.Array) -> jax.Array:
     return obs.astype(jnp.float32)
 
 
+def hidden_layers(x: jax.Array, widths: tuple[int, ...], dense: Any, layer_norm: bool, act: Any) -> jax.Array:
+    """Dense layers of `widths` (`dense(width)` builds each), each followed by a LayerNorm when
+    `layer_norm`, then `act`. Called inside a module's compact method: the layers are the caller's
+    submodules, named in creation order (Dense_i, LayerNorm_i), as saved runs' tensors are."""
+    for width in widths:
+        x = dense(width)(x)
+        if layer_norm:
+            x = nn.LayerNorm()(x)
+        x = act(x)
+    return x
+
+
 class PatchConv(nn.Module):
     """A VALID, strided 2-D convolution written as patches times a matrix (im2col), with
     nn.Conv's parameters (`kernel` [size, size, in, out], `bias` [out]) and outputs.
@@ -140,12 +152,7 @@ class QNetwork(nn.Module):
             return NoisyDense(width, self.noisy_sigma0, noise) if self.noisy else nn.Dense(width)
 
         def mlp(x: jax.Array, widths: tuple[int, ...]) -> jax.Array:
-            for width in widths:
-                x = dense(width)(x)
-                if self.layer_norm:
-                    x = nn.LayerNorm()(x)
-                x = act(x)
-            return x
+            return hidden_layers(x, widths, dense, self.layer_norm, act)
 
         batch, actions, atoms = obs.shape[0], self.num_actions, self.num_atoms
         x = _as_float(obs)
@@ -289,11 +296,7 @@ class RecurrentQNetwork(nn.Module):
     def __call__(self, memory: Any, obs: jax.Array) -> tuple[Any, jax.Array]:
         act = ACTIVATIONS[self.activation]
         x = _as_float(obs).reshape(obs.shape[0], -1)
-        for width in self.hidden_sizes:
-            x = nn.Dense(width)(x)
-            if self.layer_norm:
-                x = nn.LayerNorm()(x)
-            x = act(x)
+        x = hidden_layers(x, self.hidden_sizes, nn.Dense, self.layer_norm, act)
         cell = nn.GRUCell(self.memory_size) if self.memory == "gru" else nn.OptimizedLSTMCell(self.memory_size)
         memory, x = cell(memory, x)
         q = nn.Dense(self.num_actions)(x)
@@ -340,11 +343,7 @@ class StackedQNetwork(nn.Module):
         act = ACTIVATIONS[self.activation]
         stacked = jnp.concatenate([memory, _as_float(obs)[:, None]], axis=1)  # oldest first
         x = stacked.reshape(obs.shape[0], -1)
-        for width in self.hidden_sizes:
-            x = nn.Dense(width)(x)
-            if self.layer_norm:
-                x = nn.LayerNorm()(x)
-            x = act(x)
+        x = hidden_layers(x, self.hidden_sizes, nn.Dense, self.layer_norm, act)
         q = nn.Dense(self.num_actions)(x)
         if self.dueling:
             q = dueling_combine(nn.Dense(1)(x), q)
