@@ -160,3 +160,13 @@ def test_new_runs_are_format_2_with_the_conv_layer_norm(tmp_path):
     assert json.loads((tmp_path / "new" / "config.json").read_text())["format"] == "dqnx-run/2"
     assert (old.format_version, old.config.conv_layer_norm) == (1, False)
     assert (new.format_version, new.config.conv_layer_norm) == (2, True)
+
+
+def test_a_resume_whose_checkpoint_fails_to_load_leaves_config_json_as_it_was(tmp_path):
+    # --set changes and --steps reach config.json only once the checkpoint has loaded.
+    run = _copy(tmp_path)
+    (run / "checkpoint.safetensors").write_bytes(b"not a safetensors file")
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(UsageError, match="checkpoint.safetensors"):
+        dqnx.train(resume=run, steps=2500, config={"learning_rate": 1e-4}, tensorboard=False)
+    assert (run / "config.json").read_bytes() == before

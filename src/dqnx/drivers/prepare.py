@@ -123,8 +123,9 @@ def resumed_run(resume: Any, env_id: Any, steps: int | None, changes: dict[str, 
 
 
 def resume_changes(run: RunDir, spec: RunSpec, cfg: RunConfig, env: Env, changes: dict[str, Any]) -> RunConfig:
-    """The run's config with hyperparameters changed on resume (recorded in config.json), or a
-    UsageError when a change cannot apply to the saved training state."""
+    """The run's config with hyperparameters changed on resume (staged on `run`, recorded in
+    config.json once the checkpoint loads), or a UsageError when a change cannot apply to the
+    saved training state."""
     if "total_steps" in changes:
         raise UsageError("resume extends a run with --steps N, not --set total_steps")
     changed = build_config(spec.env_id, overrides=changes, base=cfg, agent=spec.agent)
@@ -138,8 +139,9 @@ def resume_changes(run: RunDir, spec: RunSpec, cfg: RunConfig, env: Env, changes
         raise UsageError(f"{run.path} has no checkpoint to resume from; it stopped before its first checkpoint")
     check_extension_learns(changed)
     values = {k: getattr(changed, k) for k in changes}
-    run.record_resume_changes({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
-                              {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in changes)})
+    # Recorded in config.json by the trainer once the checkpoint has loaded (RunDir.record_resume).
+    run.resume_changes = ({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
+                          {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in changes)})
     return changed
 
 

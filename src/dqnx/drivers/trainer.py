@@ -225,8 +225,8 @@ def _start(run: RunDir, driver: Any, config: RunConfig, seeds: list[int], resume
             # (a member frozen while others went on stays frozen).
             progress.diverged = [None] * len(seeds)
         run.truncate_metrics(progress.env_steps)
-        # resume may extend a run; only after its checkpoint loaded
-        run.set_total_steps(config.total_steps, getattr(config, "lr_schedule_steps", 0))
+        # resume may extend a run and change hyperparameters: config.json says so only once its checkpoint loaded
+        run.record_resume(progress.env_steps, config.total_steps, getattr(config, "lr_schedule_steps", 0))
         run.remove_summary()  # a new one is written at the end; a stale one must not outlive the resume
     return state, best_params, progress
 

@@ -114,6 +114,9 @@ def format_version(value: Any) -> int | None:
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # Hyperparameters changed on resume ({name: new}, {name: previous}): checked, but written to
+        # config.json only by `record_resume`, once the checkpoint has loaded into the changed state.
+        self.resume_changes: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     # --- creation ---------------------------------------------------------------------
     @classmethod
@@ -199,25 +202,23 @@ class RunDir:
             raise UsageError(f"{self.path} is a run of format {FORMAT_NAME}/{spec.format_version}, which this dqnx cannot "
                              f"resume (it resumes {FORMAT}); evaluate or load it, or train a new run")
 
-    def set_total_steps(self, total_steps: int, lr_schedule_steps: int = 0) -> None:
-        """A run extended on resume: its new total, and (when it has a learning-rate schedule)
-        the span that schedule keeps, the original total."""
+    def record_resume(self, from_env_step: int, total_steps: int, lr_schedule_steps: int = 0) -> None:
+        """A resumed run's config.json, written once its checkpoint has loaded: its total (extended
+        by --steps), the span a learning-rate schedule keeps (the original total, when it has one),
+        and the `resume_changes` given: their new values, listed under "resume_changes" with the
+        checkpoint they apply from and what the values were."""
         data = read_json(self.path / CONFIG, "run config")
         values = {"total_steps": total_steps, **({"lr_schedule_steps": lr_schedule_steps} if lr_schedule_steps else {})}
-        if any(data["config"].get(key) != value for key, value in values.items()):
-            data["config"].update(values)
-            atomic_write_json(self.path / CONFIG, data)
-
-    def record_resume_changes(self, values: dict[str, Any], previous: dict[str, Any]) -> None:
-        """Hyperparameters changed on resume: config.json takes the new values and lists the change
-        (from which checkpoint, what the values were) under "resume_changes"."""
-        data = read_json(self.path / CONFIG, "run config")
-        meta = read_metadata(self.path / CHECKPOINT)
-        at = (meta.get("progress") or {}).get("env_steps")
+        changed = any(data["config"].get(key) != value for key, value in values.items())
         data["config"].update(values)
-        data.setdefault("resume_changes", []).append({"from_env_step": at, "set": values, "previous": previous,
-                                                      "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        atomic_write_json(self.path / CONFIG, data)
+        if self.resume_changes is not None:
+            new, previous = self.resume_changes
+            data["config"].update(new)
+            data.setdefault("resume_changes", []).append({"from_env_step": from_env_step, "set": new, "previous": previous,
+                                                          "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            changed = True
+        if changed:
+            atomic_write_json(self.path / CONFIG, data)
 
     def remove_summary(self) -> None:
         (self.path / SUMMARY).unlink(missing_ok=True)
