@@ -28,11 +28,13 @@ steps, the process's wall seconds (compilation included) and the load average be
 (timings from a loaded machine are not speeds; returns and env steps do not depend on the load).
 
     python benchmarks/memory.py [--seeds 3] [--scale 1.0] [--only TEXT] [--agents gru,frame_stack,plain]
-                                [--stacks K,K] [--out runs/memory] [--report-only]
+                                [--stacks K,K] [--set KEY=VALUE ...] [--out runs/memory] [--report-only]
 
 `--scale` multiplies every task's step budget (a cell at another budget than the preset's is kept
 beside the full-budget one, not replaced by it); `--only` keeps the tasks whose name contains TEXT;
-`--stacks` keeps only those frame stacks' K.
+`--stacks` keeps only those frame stacks' K; `--set KEY=VALUE` (repeatable) runs a variant of the preset
+(an experiment: say sequence_length=96), a cell of its own under a key and run directory that name the
+settings, beside the preset's cell.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -86,14 +89,14 @@ def agent_settings(agent: str, stack: int | None) -> list[str]:
     return ["--set", "memory=none"]
 
 
-def cell_key(task: str, agent: str, stack: int | None) -> str:
-    return f"{task}|{agent}" + (f"|K={stack}" if stack else "")
+def cell_key(task: str, agent: str, stack: int | None, variant: tuple[str, ...] = ()) -> str:
+    return f"{task}|{agent}" + (f"|K={stack}" if stack else "") + "".join(f"|{s}" for s in variant)
 
 
-def json_key(task: str, agent: str, stack: int | None, steps: int) -> str:
-    """The cell's key in the JSON: a run at another budget than the preset's (--scale) is a cell of its
-    own, so that the full-budget cells do not replace the shorter ones' record but sit beside them."""
-    return cell_key(task, agent, stack) + ("" if steps == TASKS[task].steps else f"|steps={steps}")
+def json_key(task: str, agent: str, stack: int | None, steps: int, variant: tuple[str, ...] = ()) -> str:
+    """The cell's key in the JSON: a run at another budget than the preset's (--scale), or a variant of
+    the preset (--set), is a cell of its own, so that it sits beside the preset's full-budget cell."""
+    return cell_key(task, agent, stack, variant) + ("" if steps == TASKS[task].steps else f"|steps={steps}")
 
 
 def cells_of(tasks: list[str], agents: list[str]) -> list[tuple[str, str, int | None]]:
@@ -106,12 +109,13 @@ def cells_of(tasks: list[str], agents: list[str]) -> list[tuple[str, str, int | 
     return out
 
 
-def run_cell(task: str, agent: str, stack: int | None, seeds: int, steps: int, out: Path) -> dict:
+def run_cell(task: str, agent: str, stack: int | None, seeds: int, steps: int, out: Path,
+             variant: tuple[str, ...] = ()) -> dict:
     spec = TASKS[task]
-    run = out / cell_key(task, agent, stack).replace(" ", "_").replace("|", "-").replace("(", "").replace(")", "")
+    run = out / cell_key(task, agent, stack, variant).replace(" ", "_").replace("|", "-").replace("(", "").replace(")", "")
     command = ["train", spec.env_id, *spec.extra, "--seeds", str(seeds), "--seed", "0", "--steps", str(steps),
                "--quiet", "--no-tensorboard", "--out", str(run), *agent_settings(agent, stack),
-               "--set", "final_eval_episodes=100"]
+               *[arg for setting in variant for arg in ("--set", setting)], "--set", "final_eval_episodes=100"]
     resumed_from = resumable_steps(run, seeds, steps)
     if resumed_from is None and run.exists():  # stopped before its first checkpoint, or another budget: start again
         shutil.rmtree(run)
@@ -120,13 +124,17 @@ def run_cell(task: str, agent: str, stack: int | None, seeds: int, steps: int, o
     invocation = command if resumed_from is None else ["train", "--resume", str(run), "--quiet", "--no-tensorboard"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     load_before = os.getloadavg()[0]
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with open(f"{run}.log", "w" if resumed_from is None else "a") as log:
         status = subprocess.run([sys.executable, "-m", "dqnx.cli", *invocation], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, check=False).returncode
     wall = time.perf_counter() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the CPU the train process used (user + system)
+    cpu = children.ru_utime - children_before.ru_utime + children.ru_stime - children_before.ru_stime
     cell = {"task": task, "agent": agent, "stack": stack, "seeds": seeds, "steps": steps, "status": status,
-            "command": "dqnx " + " ".join(command), "process_seconds": round(wall, 1), "resumed_from": resumed_from,
+            "variant": list(variant), "command": "dqnx " + " ".join(command), "process_seconds": round(wall, 1),
+            "cpu_seconds": round(cpu, 1), "resumed_from": resumed_from,
             "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1),
             "measured": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "machine": f"{os.cpu_count()} CPUs"}
     if status != 0 or not (run / "summary.json").is_file():
@@ -175,8 +183,9 @@ def save_cell(key: str, cell: dict) -> dict:
 
 
 def agent_name(cell: dict) -> str:
-    return f"frame stack K={cell['stack']}" if cell["agent"] == "frame_stack" else \
+    name = f"frame stack K={cell['stack']}" if cell["agent"] == "frame_stack" else \
         {"gru": "memory=gru", "plain": "plain DQN"}[cell["agent"]]
+    return ", ".join([name, *cell.get("variant", [])])
 
 
 def periodic_means(cell: dict) -> str:
@@ -191,12 +200,12 @@ def periodic_means(cell: dict) -> str:
 
 def table(cells: dict) -> str:
     lines = ["| task | agent | greedy return per seed (best weights, 100 fresh episodes) | mean | env steps | "
-             "periodic evaluations, mean of the seeds (at k env steps) | wall s (compile) | load before/after |",
-             "|---|---|---|---|---|---|---|---|"]
+             "periodic evaluations, mean of the seeds (at k env steps) | wall s (compile) | CPU s | load before/after |",
+             "|---|---|---|---|---|---|---|---|---|"]
     order = [cell_key(*c) for c in cells_of(list(TASKS), list(AGENTS))]
-    def position(c: dict) -> tuple[int, int]:
+    def position(c: dict) -> tuple[int, int, tuple[str, ...]]:
         key = cell_key(c["task"], c["agent"], c["stack"])
-        return (order.index(key) if key in order else len(order), c["steps"])
+        return (order.index(key) if key in order else len(order), c["steps"], tuple(c.get("variant", ())))
 
     for cell in sorted(cells.values(), key=position):
         returns = cell.get("returns")
@@ -204,7 +213,8 @@ def table(cells: dict) -> str:
         mean = f"{statistics.mean(returns):.2f}" if returns else "-"
         wall = f"{cell['wall_seconds']:.0f} ({cell['compile_seconds']:.0f})" if returns else f"{cell['process_seconds']:.0f}"
         lines.append(f"| {cell['task']} | {agent_name(cell)} | {shown} | {mean} | {cell.get('env_steps', '-')} | "
-                     f"{periodic_means(cell)} | {wall} | {cell['load_before']}/{cell['load_after']} |")
+                     f"{periodic_means(cell)} | {wall} | {cell.get('cpu_seconds', '-')} | "
+                     f"{cell['load_before']}/{cell['load_after']} |")
     return "\n".join(lines)
 
 
@@ -237,6 +247,8 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="run only the tasks whose name contains this")
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated: gru, frame_stack, plain")
     parser.add_argument("--stacks", default=None, help="comma-separated K: run only these frame stacks (default: the task's)")
+    parser.add_argument("--set", dest="variant", action="append", default=[], metavar="KEY=VALUE",
+                        help="a variant of the preset (repeatable): a cell of its own beside the preset's")
     parser.add_argument("--out", default="runs/memory")
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/memory.md from the JSON, train nothing")
     args = parser.parse_args()
@@ -250,16 +262,17 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         tasks = [t for t in TASKS if not args.only or args.only in t]
         stacks = {int(k) for k in args.stacks.split(",")} if args.stacks else None
+        variant = tuple(args.variant)
         for task, agent, stack in cells_of(tasks, agents):
             if stack is not None and stacks is not None and stack not in stacks:
                 continue
             steps = int(TASKS[task].steps * args.scale)
-            key = json_key(task, agent, stack, steps)
+            key = json_key(task, agent, stack, steps, variant)
             done = cells.get(key)
             if done and done.get("returns") and done["seeds"] == args.seeds and done["steps"] == steps:
                 print(f"kept: {key}", flush=True)
                 continue
-            cell = run_cell(task, agent, stack, args.seeds, steps, out)
+            cell = run_cell(task, agent, stack, args.seeds, steps, out, variant)
             print(json.dumps({k: v for k, v in cell.items() if k != "periodic"}), flush=True)
             cells = save_cell(key, cell)
             write_doc(cells)
