@@ -8,8 +8,9 @@ Tasks (each the same budget and seeds for every agent):
   suit of the deck's first card at every step of a 52-card deck. No window shorter than the
   episode holds that card: a frame stack cannot solve it, whatever K.
 - POPGym RepeatPreviousMedium (`popgym:popgym-RepeatPreviousMedium-v0`): say the suit of the
-  card seen 32 steps before, over two decks (104 cards). A window of K = 33 holds the answer;
-  shorter ones cannot. (RepeatPreviousEasy, k = 4, falls to a stack of 5: not a memory test.)
+  card observed 31 steps before the current one, over two decks (103 steps). A window of K >= 32
+  holds the answer; shorter ones cannot. (RepeatPreviousEasy, its card 3 steps back, falls to a
+  stack of 4: not a memory test.)
 POPGym's returns lie in [-1, 1]: -0.5 is chance (4 suits), 1.0 perfect.
 
 Agents: `memory=gru` (the task's preset: src/dqnx/presets/), `frame_stack=K` for each K of the
@@ -75,7 +76,8 @@ TASKS = {
                                                   20_000, (31, 16)),
     # No K shorter than the 51-step episode holds the first card; 32 and 8 show it.
     "POPGym RepeatFirstEasy": Task("popgym:popgym-RepeatFirstEasy-v0", (), 50_000, (32, 8)),
-    # 33 is the smallest window holding the card asked for; 17 is half of it.
+    # 33 holds the card asked for (31 steps back: 32 would do; 33 was chosen when the span was counted as
+    # 32, and the cells were measured with it); 17 is half of it.
     "POPGym RepeatPreviousMedium": Task("popgym:popgym-RepeatPreviousMedium-v0", (), 50_000, (33, 17)),
 }
 AGENTS = ("gru", "frame_stack", "plain")
