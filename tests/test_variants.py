@@ -330,6 +330,31 @@ def test_every_optimizer_lowers_the_loss(options):
     assert float(metrics["loss"]) < 0.5 * first
 
 
+
+def test_flatten_gives_optax_flattens_state_and_updates_bit_for_bit():
+    """dqn.flatten writes the vector leaf by leaf where optax.flatten concatenates: the same
+    numbers (checkpoints keep their optimizer state's layout), inside a scan as in training."""
+    import optax
+
+    from dqnx.agents.dqn import flatten
+
+    params = {"b": jnp.arange(3.0), "a": {"kernel": jnp.ones((2, 4)), "bias": jnp.zeros(4)}}
+    inner = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
+    grads = jax.tree.map(lambda x: jax.random.normal(jax.random.PRNGKey(x.size), (5, *x.shape)), params)
+
+    def run(transform):
+        def step(carry, g):
+            params, state = carry
+            changes, state = transform.update(g, state, params)
+            return (optax.apply_updates(params, changes), state), changes
+        return jax.jit(lambda: jax.lax.scan(step, (params, transform.init(params)), grads))()
+
+    ours, theirs = run(flatten(inner)), run(optax.flatten(inner))
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 # --- the learner with every switch, and bad combinations -------------------------------------
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dqnx.agents.dqn import elementwise_loss, q_lambda_returns
+from dqnx.agents.dqn import elementwise_loss, flatten, q_lambda_returns
 from dqnx.agents.exploration import epsilon_greedy, legal_max
 from dqnx.agents.networks import make_network
 from dqnx.config import PQNConfig, hyperparameters
@@ -124,7 +124,7 @@ def make_optimizer(config: PQNConfig, hyper: dict[str, Any] | None = None) -> op
     base = adam(lr, b1=values["adam_b1"], b2=values["adam_b2"], eps=values["adam_eps"])
     if config.max_grad_norm > 0:
         base = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), base)
-    return optax.flatten(base)
+    return flatten(base)
 
 
 def make_pqn_learner(config: PQNConfig, obs_shape: tuple[int, ...], num_actions: int, obs_dtype: Any = "float32",
