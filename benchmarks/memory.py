@@ -187,7 +187,10 @@ def save_cell(key: str, cell: dict) -> dict:
 def agent_name(cell: dict) -> str:
     name = f"frame stack K={cell['stack']}" if cell["agent"] == "frame_stack" else \
         {"gru": "memory=gru", "plain": "plain DQN"}[cell["agent"]]
-    return ", ".join([name, *cell.get("variant", [])])
+    variant = cell.get("variant", [])
+    if any(setting.startswith("memory=") for setting in variant):  # say, the GRU's preset run with memory=lstm
+        name = ""
+    return ", ".join(part for part in [name, *variant] if part)
 
 
 def periodic_means(cell: dict) -> str:
