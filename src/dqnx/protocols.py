@@ -128,6 +128,10 @@ class Learner(NamedTuple):
         Q-network (None for feed-forward agents); `q_values` is then Q at an episode's
         first step (the initial act state). Evaluation carries the state through the
         episode (`step_q_values`).
+    built_from: (agent name, config, env) when dqnx.agents.make_learner built it, which is
+        what determines every function above: the compiled loop then reuses programs it
+        compiled for an equal (agent, config, env) earlier in the process
+        (drivers/jax_loop.PROGRAMS). None for a learner built any other way (never reused).
     """
 
     init: Callable[[Any], Any]
@@ -137,6 +141,7 @@ class Learner(NamedTuple):
     init_act_state: Callable[[int], Any] = _stateless
     rollout_length: int = 1
     recurrent_q: Callable[..., tuple[Any, Any]] | None = None
+    built_from: tuple[str, Any, Any] | None = None
 
 
 class JaxEnvProtocol(Protocol):

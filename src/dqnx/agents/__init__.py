@@ -90,8 +90,9 @@ def uses_masks(config: RunConfig, env: Any) -> bool:
 
 
 def make_learner(agent: str, config: RunConfig, env: Any) -> Learner:
-    """The Learner of `agent` (a name in AGENTS: 'dqn', 'rainbow', 'pqn', 'tabular-q', ...) for `env`."""
-    return agent_kind(agent).build(agent, config, env)
+    """The Learner of `agent` (a name in AGENTS: 'dqn', 'rainbow', 'pqn', 'tabular-q', ...) for `env`,
+    stamped with what it was built from (Learner.built_from: the compiled loop's programs are reused by key)."""
+    return agent_kind(agent).build(agent, config, env)._replace(built_from=(agent, config, env))
 
 
 __all__ = ["AGENTS", "AgentKind", "Batch", "Learner", "Rollout", "agent_kind", "make_learner", "uses_masks"]

@@ -10,10 +10,13 @@ continues bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import threading
 import time
 import warnings
+from collections import OrderedDict
 from typing import Any, Callable, NamedTuple
 
 import flax.struct
@@ -247,6 +250,127 @@ def seed_layout(num_seeds: int, num_devices: int) -> tuple[int, int]:
     return share, share * per_device - num_seeds
 
 
+# Programs shared by the runs of one process (a test session, a user's sweep in a notebook).
+#
+# Why: every run builds its own Program (new closures around a new learner and env), and jax.jit's
+# own caches go by function identity, so each `dqnx.train` traced, lowered and compiled its chunk
+# and evaluation again, even for a configuration this process had just run. Tracing and lowering
+# are most of that cost (seconds of CPU per run, tests/test_memory.py's four runs ~30 s); the
+# persistent compilation cache (dqnx.compile_cache) only saves the XLA compile after them.
+#
+# What: the compiled executables, kept under a key made of everything they were built from,
+# compared by value (`value_key`): the loop's config and env, the learner's (agent, config, env)
+# as make_learner recorded it (`Learner.built_from`) and its functions' code, what is compiled
+# (chunk of N iterations, evaluation of E episodes, initial states), the seed layout (seeds,
+# padding, devices) and the arguments' shapes, dtypes and shardings. A learner not built by
+# make_learner, or an env holding something without a value (a function, a module), gets no
+# key and is compiled for its run only, as before.
+#
+# Not kept: the Program, learner or env of an earlier run. An executable holds no Python closure;
+# a reusing run calls it with its own arrays (state, hyperparameters, keys) and keeps its own
+# learner and env for everything else. Values a program bakes in (env parameters, config fields)
+# are in the key, so an equal key means an equal program, and the results are the bits a fresh
+# compile gives (tests/test_program_cache.py). Least recently used entries go beyond
+# PROGRAM_CACHE_SIZE. Code changed inside a running process (importlib.reload, a monkeypatched
+# function that a learner calls) is not noticed: PROGRAMS.clear() drops everything.
+PROGRAM_CACHE_SIZE = 32
+
+
+class _NoValue(Exception):
+    """Raised by value_key for an object that has no value to compare (a function, a module)."""
+
+
+def value_key(obj: Any, depth: int = 0) -> Any:
+    """A hashable stand-in for `obj` that is equal for objects of equal value: scalars and strings
+    themselves, arrays by dtype, shape and bytes, containers, dataclasses and plain objects by type
+    name and contents. Raises _NoValue for anything else (functions, modules, deep nesting).
+
+    >>> value_key({"a": (1, 2.0)}) == value_key({"a": (1, 2.0)}), value_key(np.arange(3)) == value_key(np.arange(4))
+    (True, False)
+    """
+    if depth > 8:
+        raise _NoValue("too deep")
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+        return type(obj), obj
+    if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
+        host = np.asarray(obj)
+        return "array", host.dtype.str, host.shape, host.tobytes()
+    if isinstance(obj, (tuple, list)):
+        return type(obj), tuple(value_key(x, depth + 1) for x in obj)
+    if isinstance(obj, dict):
+        return dict, tuple(sorted((repr(k), value_key(v, depth + 1)) for k, v in obj.items()))
+    cls = type(obj)
+    # By name, not identity: some classes are made per env (envs/minatar.sticky_params).
+    name = (cls.__module__, cls.__qualname__)
+    if dataclasses.is_dataclass(obj):
+        return name, tuple((f.name, value_key(getattr(obj, f.name), depth + 1)) for f in dataclasses.fields(obj))
+    if isinstance(getattr(obj, "__dict__", None), dict) and not callable(obj) and not isinstance(obj, type):
+        return name, value_key(vars(obj), depth + 1)
+    raise _NoValue(f"{name} has no value to compare")
+
+
+def program_key(program: Program) -> Any:
+    """What the programs compiled for `program` were built from, as a value (see above), or None:
+    not shareable with another run."""
+    learner = program.learner
+    built_from = getattr(learner, "built_from", None)
+    functions = [f for f in learner if callable(f)]
+    # A learner changed after make_learner (a function swapped in) must not pass for the one it was built as.
+    if built_from is None or not all(hasattr(f, "__code__") for f in functions):
+        return None
+    try:
+        return (value_key((program.config, program.env, built_from)), tuple(f.__code__ for f in functions),
+                jax.dtypes.canonicalize_dtype(np.float64).str)  # 64-bit JAX (jax_enable_x64) or not
+    except _NoValue:
+        return None
+
+
+class ProgramCache:
+    """Compiled executables by key, the PROGRAM_CACHE_SIZE most recently used (see above).
+    `compiled` and `reused` count what the process compiled and what it took from here."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.compiled = 0
+        self.reused = 0
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()  # runs may train in threads (a tuner's trials)
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        """The executable under `key`, else build() kept there (key None: built, not kept)."""
+        if key is not None:
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    self.reused += 1
+                    return self._entries[key]
+        executable = build()
+        with self._lock:
+            self.compiled += 1
+            if key is not None:
+                self._entries[key] = executable
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return executable
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+PROGRAMS = ProgramCache(PROGRAM_CACHE_SIZE)
+
+
+def _signature(args: Any) -> Any:
+    """The arguments' tree, shapes, dtypes and placement: what a compiled executable accepts."""
+    leaves, tree = jax.tree.flatten(args)
+    return tree, tuple((np.shape(x), np.dtype(x.dtype if hasattr(x, "dtype") else np.result_type(x)).str,
+                        getattr(x, "weak_type", False), getattr(x, "sharding", None)) for x in leaves)
+
+
 class Compiled:
     """The program's functions compiled for a batch of seeds, with compile times kept.
 
@@ -283,9 +407,11 @@ class Compiled:
         pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], self.padding, axis=0)])  # noqa: E731
         self._pad = jax.jit(lambda tree: jax.tree.map(pad, tree))
         self.hypers = self.place({k: np.asarray(v) for k, v in hypers.items()})
+        self._program_key = program_key(program)
 
     def init_states(self, seeds: list[int]) -> TrainState:
-        return init_states(self.program, seeds)
+        keys = jnp.stack([seed_key(s) for s in seeds])
+        return self._compile(("init",), jax.vmap(self.program.init), keys)(keys)
 
     def close(self) -> None:
         """Nothing to release: the environments live inside the program."""
@@ -306,9 +432,12 @@ class Compiled:
             return lambda *args: jax.tree.map(lambda x: x[None], fn(*jax.tree.map(lambda x: x[0], args)))
         return jax.vmap(fn)
 
-    def _compile(self, fn: Callable, *args: Any, donate: tuple[int, ...] = ()) -> Any:
+    def _compile(self, what: tuple, fn: Callable, *args: Any, donate: tuple[int, ...] = ()) -> Any:
+        """`fn` compiled for `args`, or the executable an earlier run compiled for the same key (PROGRAMS)."""
         start = time.perf_counter()
-        compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+        key = None if self._program_key is None else (
+            self._program_key, what, self.num_seeds, self.padding, self.sharding, donate, _signature(args))
+        compiled = PROGRAMS.get(key, lambda: jax.jit(fn, donate_argnums=donate).lower(*args).compile())
         self.compile_seconds += time.perf_counter() - start
         return compiled
 
@@ -326,7 +455,7 @@ class Compiled:
                     return jax.tree.map(lambda x: x[None], out)
             else:
                 fn = jax.vmap(one_seed, in_axes=(0, None, 0))
-            self._chunks[iterations] = self._compile(fn, state, start, self.hypers, donate=(0,))
+            self._chunks[iterations] = self._compile(("chunk", iterations), fn, state, start, self.hypers, donate=(0,))
         state, output = self._chunks[iterations](state, start, self.hypers)
         return state, self.real(output) if self.padding else output
 
@@ -335,7 +464,7 @@ class Compiled:
         keys = self.place(keys)
         if episodes not in self._evals:
             fn = self._batched(lambda p, k: self.program.evaluate(p, k, episodes))
-            self._evals[episodes] = self._compile(fn, params, keys)
+            self._evals[episodes] = self._compile(("evaluate", episodes), fn, params, keys)
         return np.asarray(self._evals[episodes](params, keys))[:self.num_seeds]
 
 
