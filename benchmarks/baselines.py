@@ -13,7 +13,9 @@ return, seeds solved, env steps used, median steps to solve, wall seconds).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,14 +56,24 @@ def run_case(agent: str, env_id: str, seeds: int, workdir: Path) -> dict:
     }
 
 
+def commit() -> str:
+    """The checkout's commit, so the page says which presets and code made its figures."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
 def markdown(rows: list[dict], seeds: int) -> str:
     lines = [
         "# Classic baselines against DQN",
         "",
-        f"Produced by `python benchmarks/baselines.py --seeds {seeds}` ({time.strftime('%Y-%m-%d')}). Each row: the agent's",
-        "preset (src/dqnx/presets/), seeds trained side by side in one process; the final greedy return is",
+        f"Produced by `python benchmarks/baselines.py --seeds {seeds}` ({time.strftime('%Y-%m-%d')}, on commit {commit()}).",
+        "Each row: the agent's preset as it was on that commit (src/dqnx/presets/), seeds trained side by side",
+        "in one process; the final greedy return is",
         "the best-evaluated weights of each seed over 100 fresh episodes. Solved: CartPole-v1 >= 475,",
         "MountainCar-v0 >= -110. Steps to solve: the first periodic evaluation at or above the threshold.",
+        f"Wall seconds include compilation; the machine's load average was {os.getloadavg()[0]:.1f} at the end",
+        f"on {os.cpu_count()} CPUs (above the CPU count, other jobs were slowing these runs down).",
         "",
         "| agent | env | env steps | final return mean ± std | IQM | seeds solved | median steps to solve | wall s (all seeds) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -110,10 +110,10 @@ def q_lambda_returns(
 
         G_t = r_t + gamma * (1 - terminated_t) * ((1 - lambda) * v_t + lambda * G_{t+1})
 
-    where v_t = max_a Q(s'_t, a) is the value of step t's true successor (`next_value`;
+    where `v_t = max_a Q(s'_t, a)` is the value of step t's true successor (`next_value`;
     after a truncation, the final observation, never the next episode's first). Where the
     rollout ends, or step t ends its episode (terminated or truncated), there is no
-    G_{t+1} of the same episode: the return bootstraps from v_t alone. So a terminal
+    `G_{t+1}` of the same episode: the return bootstraps from v_t alone. So a terminal
     stops the return, and a truncation bootstraps from its final observation. lambda = 0
     gives one-step TD targets (`td_target`), lambda = 1 the discounted rewards to the
     episode's or rollout's end plus the bootstrap there.
