@@ -47,8 +47,9 @@ CANNOT_RUN: dict[tuple[str, str], str] = {
     ("howto/export-serve.md", 'pip install "dqnx[export]"     # jax2onnx, onnx, onnxruntime (StableHLO export needs none of it)'):
         "installs packages; the test extra the tier runs with already holds the export and serve extras' packages",
     ("tutorials/pixels.md", "dqnx train ALE/Pong-v5 --steps 2000000 --out runs/pong"):
-        "Atari needs a GPU: on this CPU the Nature CNN trains at about 120 env steps/s, and a few thousand steps "
-        "teach nothing (tests/test_gymnasium.py covers the Atari pipeline at a small budget)",
+        "Atari needs a GPU: on this CPU a Nature CNN gradient step costs about 83 ms of CPU (benchmarks/conv.py "
+        "--cpu-time), tens of env steps per second, and a few thousand steps teach nothing "
+        "(tests/test_gymnasium.py covers the Atari pipeline at a small budget)",
 }
 
 _FENCE = re.compile(r"^```(\w+)?\s*$")
@@ -268,7 +269,8 @@ def test_every_block_runs_or_says_why_not():
 # blocks run in the docs tier's slow half, by hand (`python -m pytest -m "docs and slow"
 # tests/test_docs.py`), so CI's docs line (`-m "docs and not slow"`) stays within its budget.
 # Measured over the whole tier at load 15-24: classic-to-deep 592 s, pixels 408, q-shapes 407,
-# cartpole-parts 384; every other page 20-164 s.
+# cartpole-parts 384; every other page 20-164 s. Again on 2026-11-30 at load 5-6, one process
+# (-n 0): cartpole-parts 124 s, pixels 83 s.
 SLOW_PAGES = {"tutorials/classic-to-deep.md", "tutorials/pixels.md", "tutorials/q-shapes.md",
               "tutorials/cartpole-parts.md"}
 
