@@ -18,6 +18,12 @@ listed in CANNOT_RUN with the reason: a block that is neither fails the tier, an
 CANNOT_RUN entry that matches no block, so nothing is skipped silently.
 
 The site's build (`mkdocs build --strict`) and its images in headless Chromium are tested here too.
+
+Checked once (2026-11-30) that the tier fails when a documented flag is renamed: with `dqnx eval`'s
+`--episodes` renamed to `--num-episodes` in a scratch clone, `python -m pytest -m docs tests/test_docs.py
+-n 0 -k "page_runs and index"` failed with "index.md:26: `dqnx eval runs/first --episodes 20` exited 2:
+error: No such option: --episodes (Possible options: --num-episodes)". The block count and the
+tier's timings are on the site's home page (docs/index.md, "This site").
 """
 
 from __future__ import annotations
