@@ -5,8 +5,8 @@ Tasks (each the same budget and seeds for every agent):
 - MemoryChain-bsuite with memory_length 30 (gymnax, compiled loop): a context bit shown at
   the first step, asked for 30 steps later (+1 right, -1 wrong); without memory about 0.
 - POPGym RepeatFirstEasy (Gymnasium, host loop, `popgym:popgym-RepeatFirstEasy-v0`): say the
-  suit of the deck's first card at every step of a 52-card deck. No window shorter than the
-  episode holds that card: a frame stack cannot solve it, whatever K.
+  suit of the deck's first card at every step of a 52-card deck. Only a window as long as the
+  episode (K = 52) holds that card to the end, in a slot that moves every step.
 - POPGym RepeatPreviousMedium (`popgym:popgym-RepeatPreviousMedium-v0`): say the suit of the
   card observed 31 steps before the current one, over two decks (103 steps). A window of K >= 32
   holds the answer; shorter ones cannot. (RepeatPreviousEasy, its card 3 steps back, falls to a
@@ -75,7 +75,7 @@ TASKS = {
     "MemoryChain-bsuite (memory_length 30)": Task("MemoryChain-bsuite", ("--env-param", "memory_length=30"),
                                                   20_000, (31, 16)),
     # No K shorter than the 51-step episode holds the first card; 32 and 8 show it.
-    "POPGym RepeatFirstEasy": Task("popgym:popgym-RepeatFirstEasy-v0", (), 50_000, (32, 8)),
+    "POPGym RepeatFirstEasy": Task("popgym:popgym-RepeatFirstEasy-v0", (), 50_000, (52, 32, 8)),
     # 33 holds the card asked for (31 steps back: 32 would do; 33 was chosen when the span was counted as
     # 32, and the cells were measured with it); 17 is half of it.
     "POPGym RepeatPreviousMedium": Task("popgym:popgym-RepeatPreviousMedium-v0", (), 50_000, (33, 17)),
