@@ -34,6 +34,9 @@ FIGURES: dict[str, list[tuple[str, str]]] = {
     "tutorials/classic-to-deep.md": [
         ("plots/cliff/returns.png", "cliff-returns.png"),
     ],
+    "tutorials/pixels.md": [
+        ("plots/pqn-vs-dqn/returns.png", "pixels-pqn-vs-dqn.png"),
+    ],
     "tutorials/dungeon.md": [
         ("plots/dungeon/returns.png", "dungeon-returns.png"),
         ("plots/dungeon/q_vs_return.png", "dungeon-q-vs-return.png"),
