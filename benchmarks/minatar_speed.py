@@ -50,6 +50,7 @@ from dqnx.agents import dqn as dqn_module  # noqa: E402
 from dqnx.agents import make_learner  # noqa: E402
 from dqnx.agents import pqn as pqn_module  # noqa: E402
 from dqnx.config import build_config  # noqa: E402
+from dqnx.envs.minatar import GAMES as MINATAR_GAMES  # noqa: E402
 from dqnx.drivers import jax_loop  # noqa: E402
 from dqnx.envs import make_env  # noqa: E402
 
@@ -137,7 +138,7 @@ def breakdown(config, state, chunk, iterations: int, start: int) -> dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", nargs="+", default=["Breakout-MinAtar"])
+    parser.add_argument("--games", nargs="+", default=["Breakout-MinAtar"], choices=MINATAR_GAMES)
     parser.add_argument("--agents", nargs="+", default=["dqn", "pqn"], choices=["dqn", "pqn"])
     parser.add_argument("--env-steps", type=int, default=64 * 50, help="env steps per timed chunk (default 3,200)")
     parser.add_argument("--chunks", type=int, default=10, help="timed chunks per path (default 10)")
