@@ -197,16 +197,14 @@ def _run_dqnx_here(args: list, cwd: Path, timeout: float = 0) -> subprocess.Comp
     subprocess would print as a traceback, propagates here and fails the test. Not thread-safe (cwd, argv)."""
     import contextlib
     import io
-    import types
 
     from dqnx import cli
 
-    saved_argv, saved_cwd, saved_env, saved_main = sys.argv, os.getcwd(), dict(os.environ), sys.modules["__main__"]
+    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
     out, err = io.StringIO(), io.StringIO()
     os.environ.clear()
     os.environ.update(_cli_env())
     sys.argv = ["dqnx", *map(str, args)]
-    sys.modules["__main__"] = types.ModuleType("__main__")  # as under the `dqnx` script: click names the program dqnx
     code = 0
     try:
         os.chdir(cwd)
@@ -219,7 +217,6 @@ def _run_dqnx_here(args: list, cwd: Path, timeout: float = 0) -> subprocess.Comp
     finally:
         os.chdir(saved_cwd)
         sys.argv = saved_argv
-        sys.modules["__main__"] = saved_main
         os.environ.clear()
         os.environ.update(saved_env)
     return subprocess.CompletedProcess(["dqnx", *map(str, args)], code, out.getvalue(), err.getvalue())

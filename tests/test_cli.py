@@ -240,6 +240,13 @@ def test_bad_input_in_a_real_process_exits_2_with_one_line(tmp_path, dqnx_cli):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_usage_error_names_the_dqnx_command_however_python_started_it(tmp_path, dqnx_cli):
+    """The hint must name the command users type, not how this interpreter was started (`python -m dqnx.cli`)."""
+    result = dqnx_cli(["train", "CartPole-v1", "--no-such-flag"], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "see dqnx train --help" in result.stderr and "python -m" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_exits_2_naming_the_problem(name, bad_results):
     cwd, before, result = bad_results[name]

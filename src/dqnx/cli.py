@@ -519,7 +519,9 @@ def main() -> None:
 
     warnings.showwarning = _show_warning
     try:
-        app(args=_optional_ray_value(sys.argv[1:]), standalone_mode=False)
+        # prog_name: click would otherwise name the program after how Python was started ("python -m
+        # dqnx.cli", or "python -m pytest.dqnx" when a test calls main()); the installed command is dqnx.
+        app(args=_optional_ray_value(sys.argv[1:]), standalone_mode=False, prog_name="dqnx")
     except UsageError as e:
         _err(f"error: {e}")
         sys.exit(2)
