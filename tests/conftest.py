@@ -108,6 +108,24 @@ def tiny_config(**changes):
     return base.replace(**changes).validate()
 
 
+def _assert_same_weights(a: Path, b: Path) -> None:
+    """Two safetensors files hold the same tensors, bit for bit (a run's weights or checkpoint)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    ta, tb = load_file(str(a)), load_file(str(b))
+    assert sorted(ta) == sorted(tb), (a, b)
+    for name in ta:
+        np.testing.assert_array_equal(ta[name], tb[name], err_msg=f"{name} in {a.name}")
+
+
+@pytest.fixture(scope="session")
+def assert_same_weights():
+    """assert_same_weights(file_a, file_b): the two safetensors files are equal tensor for tensor, bit for bit.
+    A fixture because test modules are imported by path (importlib mode) and cannot import a shared helper."""
+    return _assert_same_weights
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """The tiny_config factory, as a fixture."""

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 import dqnx
 from dqnx.agents.dqn import make_dqn
@@ -156,7 +155,7 @@ def test_a_recurrent_agent_recalls_the_cue_and_a_feed_forward_one_cannot(cue_run
     assert plain.summary["eval_mean_return"] <= 0.5, plain.summary  # chance: about 0 (+1 or -1 by a coin)
 
 
-def test_a_recurrent_run_resumes_bit_for_bit_hidden_state_included(cue_runs):
+def test_a_recurrent_run_resumes_bit_for_bit_hidden_state_included(cue_runs, assert_same_weights):
     recurrent, _, resumed = cue_runs
     evaluated = {r["env_steps"]: r for r in metrics(recurrent.path)}
     common = [r for r in metrics(resumed.path) if r["env_steps"] in evaluated]
@@ -165,10 +164,7 @@ def test_a_recurrent_run_resumes_bit_for_bit_hidden_state_included(cue_runs):
         for key in ("updates", "loss", "eval_mean_return", "eval_std_return"):
             assert row[key] == evaluated[row["env_steps"]][key], (row["env_steps"], key)
     for name in ("last.safetensors", "best.safetensors"):
-        a, b = load_file(str(resumed.path / name)), load_file(str(recurrent.path / name))
-        assert sorted(a) == sorted(b)
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert_same_weights(resumed.path / name, recurrent.path / name)
     assert resumed.summary["eval_mean_return"] == recurrent.summary["eval_mean_return"]
 
 

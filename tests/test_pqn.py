@@ -139,13 +139,6 @@ def metrics(path):
         return [{k: v for k, v in row.items() if k not in ("steps_per_second", "wall_seconds")} for row in csv.DictReader(f)]
 
 
-def assert_same_weights(a: Path, b: Path):
-    ta, tb = load_file(str(a)), load_file(str(b))
-    assert sorted(ta) == sorted(tb)
-    for name in ta:
-        np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Seeds 0 and 1 side by side, seed 0 alone, and seed 0 stopped mid-rollout then resumed."""
@@ -187,7 +180,7 @@ def test_pqn_seeds_differ_and_a_seed_in_a_batch_equals_it_alone(runs):
     np.testing.assert_allclose([float(r["loss"]) for r in by_seed["0"]], [float(r["loss"]) for r in alone_rows], rtol=1e-3)
 
 
-def test_pqn_resume_from_the_middle_of_a_rollout_is_exact(runs):
+def test_pqn_resume_from_the_middle_of_a_rollout_is_exact(runs, assert_same_weights):
     _, alone, resumed = runs
     # The resumed run's chunks end elsewhere (336, then 432, ...); where both evaluated, they agree.
     evaluated = {r["env_steps"]: r for r in metrics(alone.path)}
@@ -382,7 +375,7 @@ def replay_runs(tmp_path_factory):
     return whole, dqnx.train(resume=half.path, steps=STEPS)
 
 
-def test_pqn_resume_with_replay_is_exact_and_seeds_differ(replay_runs):
+def test_pqn_resume_with_replay_is_exact_and_seeds_differ(replay_runs, assert_same_weights):
     whole, resumed = replay_runs
     evaluated = {(r["env_steps"], r["seed"]): r for r in metrics(whole.path)}
     common = [r for r in metrics(resumed.path) if (r["env_steps"], r["seed"]) in evaluated]
