@@ -26,8 +26,9 @@ sessions. The markdown and the figure are rebuilt from the JSON alone:
 Without --steps a cell trains for its preset's budget (its total_steps), capped at its
 reference's: 5M steps under the MinAtar paper's settings, 10M under gymnax's (gymnax-blines'
 PPO). Issue 19 asks for the published figure "within 10M env steps", so a preset may choose
-fewer steps than its reference used (the DQN presets' 5M under gymnax's settings); never more. `--settings best` runs each game
-under the settings of its best published figure only (the one issue 19's target compares).
+fewer steps than its reference used (the DQN presets' 5M under gymnax's settings); never more.
+`--settings best` runs each game under the settings of its best published figure only (the one
+issue 19's target compares).
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -37,6 +36,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))  # the checkout's dqnx, as the blocks' `dqnx` runs it
+
+from dqnx.errors import UsageError  # noqa: E402
+from dqnx.runs.files import atomic_write_json, read_json  # noqa: E402
+
 DOCS = ROOT / "docs"
 BUDGET_S = 15 * 60
 
@@ -119,14 +123,19 @@ def main() -> None:
     missing = [p for p in pages if not (DOCS / p).is_file()]
     if missing:
         parser.error(f"no such page under docs/: {', '.join(missing)} (give paths like tutorials/dungeon.md)")
+    if not args.json_out.parent.is_dir():
+        parser.error(f"--json-out: no directory {args.json_out.parent} to write into (create it, or give another path)")
+    try:  # checked before the first page runs: a page takes minutes, a bad file would lose them
+        results = read_json(args.json_out, "--json-out") if args.json_out.exists() else {}
+    except UsageError as error:
+        parser.error(f"{error} (move it away, or give another --json-out)")
+    if not isinstance(results, dict):
+        parser.error(f"--json-out {args.json_out} holds no table of pages (move it away, or give another --json-out)")
     tier = load_docs_tier()
-    results = json.loads(args.json_out.read_text()) if args.json_out.is_file() else {}
     for page in pages:
         result = run_page(tier, page, args.warm)
         results[page] = result
-        tmp = args.json_out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        tmp.replace(args.json_out)
+        atomic_write_json(args.json_out, dict(sorted(results.items())))
         verdict = "under" if result["under_15_min"] else "OVER"
         print(f"== {page}: {result['wall_s'] / 60:.1f} min wall ({verdict} 15), {result['cpu_s'] / 60:.1f} min CPU; "
               f"{result['machine']}", flush=True)
