@@ -51,7 +51,11 @@ def test_patch_conv_is_flax_conv(size, stride, shape):
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
     np.testing.assert_array_equal(params["params"]["kernel"], reference["params"]["kernel"])
     params = jax.tree.map(lambda a: a + jax.random.normal(jax.random.PRNGKey(2), a.shape), params)  # bias != 0
-    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5)
+    # Both sum size*size*channels float32 products, in orders that differ by CPU (an AMD EPYC with
+    # AVX-512 put 2 of 12,800 outputs of the 256-term case 1.2e-5 apart): the rounding allowed grows
+    # with that length. A wrong patch layout or weight order moves outputs by O(1).
+    terms = size * size * shape[-1]
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-6 * terms)
     grads = [jax.grad(lambda p, m=m: (m.apply(p, x) ** 2).sum())(params) for m in (ours, flax_conv)]
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
@@ -172,6 +176,9 @@ def test_preset_loads_and_builds(game):
     assert state.replay.storage.obs.dtype == jnp.bool_
 
 
+PQN_BUDGETS = {"Freeway-MinAtar": 5_000_000, "Seaquest-MinAtar": 3_000_000}
+
+
 @pytest.mark.parametrize("game", GAMES)
 def test_pqn_preset_loads_and_builds(game):
     """The paper's MinAtar settings (purejaxql's pqn_minatar) on the MinAtar network with LayerNorm."""
@@ -181,7 +188,9 @@ def test_pqn_preset_loads_and_builds(game):
     config = build_config(game, agent="pqn")
     assert isinstance(config, PQNConfig)
     assert (config.num_envs, config.rollout_steps, config.num_epochs, config.num_minibatches, config.q_lambda,
-            config.learning_rate, config.lr_schedule, config.total_steps) == (128, 32, 2, 32, 0.65, 5e-4, "linear", 10_000_000)
+            config.learning_rate, config.lr_schedule) == (128, 32, 2, 32, 0.65, 5e-4, "linear")
+    # The paper's 10M steps, but for the two games whose 10M runs pass issue 19's 20 minutes (presets say why).
+    assert config.total_steps == PQN_BUDGETS.get(game, 10_000_000)
     assert config.layer_norm and not config.target_network
     learner = make_learner("pqn", config, make_env(game))
     params = jax.eval_shape(learner.init, jax.random.PRNGKey(0)).params["params"]
