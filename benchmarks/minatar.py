@@ -129,8 +129,20 @@ def run_cell(game: str, agent: str, settings: str, seed: int, steps: int, workdi
             "steps_per_second": [number(r["steps_per_second"]) for r in rows],  # training alone
         },
         "measured": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
-        "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
+        "machine": f"{os.cpu_count()} CPUs{cpu_model()}, load average {os.getloadavg()[0]:.1f} at the end",
     }
+
+
+def cpu_model() -> str:
+    """' (MODEL)' from /proc/cpuinfo, or nothing: the sessions' machines have the same core count but
+    not always the same processor, and a cell's wall seconds are read against the one it ran on
+    (cells measured before 2026-12-01 did not record it)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f" ({names[0]})" if names else ""
 
 
 def same_config(stored: dict, current: dict, agent: str) -> bool:
