@@ -22,16 +22,39 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("imitation")
 
 
+# The expert's rule: push the cart the way the pole falls, and a little back towards the centre: right (action 1)
+# when 0.1 x + 0.5 x' + theta + theta' > 0. It balanced CartPole-v1 for all 500 steps in each of 20 episodes
+# (reset seeds 0-19). Without the cart's position (0.2 x' + theta + 0.5 theta') it balanced too, but the cart drifted,
+# and the held-out episode left the states the training episodes had seen (every classifier scored 0.86 on it).
+EXPERT_RULE = (0.1, 0.5, 1.0, 1.0)
+
+
 @pytest.fixture(scope="module")
 def expert(tmp_path_factory):
-    """A DQN trained until it solves CartPole, seed 0: a real policy using both actions. Pinned to the settings the
-    imitation bars below were measured on (the preset with a constant learning rate and Polyak rate 0.01, as it
-    was before its retune for stable last weights), so a later preset change does not move them: the retuned
-    preset's expert is a harder policy to copy (held-out accuracy 0.78 with the config below)."""
-    import dqnx
+    """A DQN run directory whose weights are set by hand to EXPERT_RULE: a real run, a policy using both
+    actions, and the same policy on every processor. The expert used to be a DQN trained until solved; its
+    policy depended on the float rounding of its training, and the one trained on an AMD EPYC was harder to
+    copy (held-out accuracy 0.88 with the test's config, where the machine that set the bars gave 0.95)."""
+    from dqnx.runs.run_dir import RunDir
 
-    return dqnx.train("CartPole-v1", seed=0, config={"lr_schedule": "constant", "tau": 0.01}, stop_when_solved=True,
-                      out=tmp_path_factory.mktemp("expert") / "solved", tensorboard=False).path
+    run = dqnx.train("CartPole-v1", seed=0, config={"hidden_sizes": [2], "total_steps": 1_500, "learning_starts": 1_000,
+                                                    "epsilon_decay_steps": 1_000}, out=tmp_path_factory.mktemp("expert") / "rule",
+                     tensorboard=False)
+    w = np.asarray(EXPERT_RULE, np.float32)
+    # Q(left) = relu(-w.s) and Q(right) = relu(w.s): the greedy action is right exactly when w.s > 0.
+    params = {"params": {"Dense_0": {"kernel": np.stack([w, -w], axis=1)[None], "bias": np.zeros((1, 2), np.float32)},
+                         "Dense_1": {"kernel": np.array([[[0, 1], [1, 0]]], np.float32),
+                                     "bias": np.zeros((1, 2), np.float32)}}}
+    run_dir, template = RunDir.open(run.path), dqnx.load(run.path).params
+    for which in ("best", "last"):
+        _, info = run_dir.load_weights(which, template)
+        run_dir.save_weights(which, params, info)
+    return run.path
+
+
+def test_the_expert_run_acts_by_its_rule(expert):
+    obs = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    np.testing.assert_array_equal(dqnx.load(expert).act(obs), (obs @ np.asarray(EXPERT_RULE, np.float32) > 0).astype(int))
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +105,10 @@ def test_seeds_give_disjoint_episodes(datasets):
 def test_imitate_writes_a_run_that_eval_runs(root, datasets):
     from dqnx.imitation.train import METRIC_COLUMNS, imitate
 
-    # Enough training to learn: an untrained network of this size already agrees with the expert on 0.82 of
-    # the held-out states (CartPole's expert follows a simple rule) and balances the pole for 119 steps.
+    # Enough training to learn. After one epoch the policy already agrees with the expert on 0.93 of the held-out
+    # states (one expert episode, near its decision boundary's easy side) but on 0.80 of the training states, and
+    # balances the pole for 106 steps (8 episodes) and 122 (20): the training accuracy and the returns are what
+    # tell learning apart.
     config = {"hidden_sizes": (64, 64), "epochs": 40, "batch_size": 32, "learning_rate": 3e-3, "eval_every_epochs": 20,
               "eval_episodes": 8, "final_eval_episodes": 8}
     run = imitate(datasets["train"], datasets["test"], config=config, out=root / "policy")
@@ -99,9 +124,10 @@ def test_imitate_writes_a_run_that_eval_runs(root, datasets):
     assert len(events) == 1 and b"imitation/test_accuracy" in events[0].read_bytes()
     assert run.summary["agent"] == "imitation" and run.summary["test_samples"] == 400
 
-    # What the policy learned, on the expert's data with both actions (test_dataset_rows_...): measured 0.95
-    # held-out accuracy and returns of 261 (8 episodes) and 313 (20); random play gets about 22.
+    # What the policy learned, on the expert's data with both actions (test_dataset_rows_...): measured 0.94
+    # held-out and 0.977 training accuracy and returns of 500 (8 episodes) and 495.5 (20); random play gets about 22.
     assert run.summary["test_accuracy"] >= 0.9, run.summary
+    assert run.summary["train_accuracy"] >= 0.95, run.summary
     assert run.summary["eval_mean_return"] >= 200, run.summary
     result = dqnx.evaluate(run.path, episodes=20)
     assert result["episodes"] == 20 and result["mean_return"] >= 200, result
