@@ -150,14 +150,17 @@ def cartpole_two_seeds(tmp_path_factory):
     return dqnx.train("CartPole-v1", seed=0, seeds=2, config=tiny_config(), out=tmp_path_factory.mktemp("shared") / "cartpole2")
 
 
-def _assert_solved(run, threshold: float, budget: int) -> None:
-    """Every seed's periodic evaluation reached `threshold` within `budget` env steps, and the final
-    evaluation of its best weights (100 fresh episodes) is at or above it too."""
+def _assert_solved(run, threshold: float, budget: int, at_least: int | None = None) -> None:
+    """Every seed (or at least `at_least` of them) solved: its periodic evaluation reached `threshold`
+    within `budget` env steps, and the final evaluation of its best weights (100 fresh episodes) is at
+    or above it too."""
     assert run.config.total_steps == budget and run.config.final_eval_episodes == 100
-    for seed in run.summary["per_seed"]:
+    per_seed = run.summary["per_seed"]
+    solved = [seed for seed in per_seed if seed["solved"] is True]
+    assert len(solved) >= (len(per_seed) if at_least is None else at_least), per_seed
+    for seed in solved:
         assert seed["steps_to_solve"] is not None and seed["steps_to_solve"] <= budget, seed
         assert seed["eval_mean_return"] >= threshold, seed
-        assert seed["solved"] is True, seed
 
 
 @pytest.fixture(scope="session")
