@@ -49,6 +49,8 @@ sys.path.insert(0, str(ROOT / "src"))  # the checkout's dqnx, as the subprocesse
 
 from dqnx.config import CONFIGS, build_config  # noqa: E402
 from dqnx.envs.minatar import GAMES, REFERENCES, SETTINGS  # noqa: E402
+from dqnx.errors import UsageError  # noqa: E402
+from dqnx.runs.files import read_json  # noqa: E402
 
 CELLS = ROOT / "docs" / "minatar-cells.json"
 DOC = ROOT / "docs" / "minatar.md"
@@ -161,7 +163,13 @@ def same_config(stored: dict, current: dict, agent: str) -> bool:
 
 
 def load_cells() -> dict:
-    return json.loads(CELLS.read_text()) if CELLS.is_file() else {}
+    """The finished cells ({} before the first); UsageError when the file is damaged."""
+    if not CELLS.exists():
+        return {}
+    cells = read_json(CELLS, "the cells file")
+    if not isinstance(cells, dict):
+        raise UsageError(f"the cells file {CELLS} holds no table of cells; restore it")
+    return cells
 
 
 def save_cells(cells: dict) -> None:
@@ -357,7 +365,10 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="rebuild docs/minatar.md and the figure from the JSON")
     args = parser.parse_args()
 
-    cells = load_cells()
+    try:  # checked before the first cell: a cell takes minutes, a damaged file would lose them
+        cells = load_cells()
+    except UsageError as error:
+        parser.error(f"{error} (git checkout docs/minatar-cells.json restores the committed cells)")
     if not args.report_only:
         best = args.settings.strip() == "best"
         try:
