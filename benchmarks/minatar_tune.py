@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # the checkout's dqnx, as the subprocesses below
 
 from dqnx.config import build_config  # noqa: E402
+from dqnx.envs import make_env  # noqa: E402
 from dqnx.envs.minatar import GAMES, SETTINGS  # noqa: E402
 from dqnx.errors import UsageError  # noqa: E402
 from dqnx.runs.files import atomic_write_bytes, atomic_write_json, read_json  # noqa: E402
@@ -70,11 +71,13 @@ def spec(game: str) -> dict:
             "env_params": SETTINGS[settings].params(game), "config": config}
 
 
-def sweep_matches(meta: dict, want: dict) -> bool:
+def sweep_matches(game: str, meta: dict, want: dict) -> bool:
     base = {k: v for k, v in meta.get("base_config", {}).items() if k != "learning_rate"}
     grid = {k: [float(x) for x in v] for k, v in meta.get("grid", {}).items()}
-    return (grid == want["grid"] and meta.get("seeds") == want["seeds"] and meta.get("env_params") == want["env_params"]
-            and base == want["config"])
+    # The env parameters as resolved: a sweep given none ran gymnax's defaults, the same as given them.
+    resolved = make_env(game, meta.get("env_params") or None).settings()
+    return (grid == want["grid"] and meta.get("seeds") == want["seeds"] and base == want["config"]
+            and all(resolved.get(k) == v for k, v in want["env_params"].items()))
 
 
 def run_sweep(game: str, want: dict, directory: Path) -> dict:
@@ -95,7 +98,7 @@ def run_sweep(game: str, want: dict, directory: Path) -> dict:
     meta = read_json(directory / "sweep.json", "sweep.json")
     if meta.get("status") != "finished":
         raise UsageError(f"{directory} holds an unfinished sweep; move it away to train it again")
-    if not sweep_matches(meta, want):
+    if not sweep_matches(game, meta, want):
         raise UsageError(f"{directory} holds a sweep made with other settings than this script's; move it away")
     return meta
 

@@ -227,7 +227,8 @@ def test_dqn_sweep_first_chunk_matches_the_runs_one_by_one(dqn):
 
 
 def test_static_fields_split_the_grid_into_groups(dqn):
-    result, _ = dqn
+    result, singles = dqn
+    single_spec = json.loads((next(iter(singles.values())).path / "config.json").read_text())
     meta = json.loads((result.path / "sweep.json").read_text())
     assert meta["status"] == "finished"
     assert len(meta["groups"]) == 2
@@ -238,6 +239,8 @@ def test_static_fields_split_the_grid_into_groups(dqn):
         assert len(widths) == 1 and rates == {1e-4, 3e-3}, group  # one width per program, both rates inside
         spec = json.loads((result.path / group["path"] / "config.json").read_text())
         assert list(spec["config"]["hidden_sizes"]) == list(widths.pop())
+        # The env parameters as resolved, recorded as `dqnx train` records them (MinAtar's settings live there).
+        assert spec["env_settings"] == single_spec["env_settings"] and "max_steps_in_episode" in spec["env_settings"]
 
 
 def test_results_csv_has_a_row_per_config_and_seed(dqn):

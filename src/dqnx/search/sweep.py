@@ -160,7 +160,8 @@ def train_group(env: Any, group: Group, group_index: int, out: Path, *, agent: s
     from dqnx.envs.source import describe_spaces
 
     spec = RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=group.config, backend=backend,
-                   wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env))
+                   wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env),
+                   env_settings=env.settings() if hasattr(env, "settings") else None)  # as `dqnx train` records them
     run = RunDir.create(out, spec)
     atomic_write_json(run.path / "members.json", {
         "members": [{"config_index": c, "seed": s} for c, s in group.members],
