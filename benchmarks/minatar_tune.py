@@ -87,7 +87,7 @@ def run_sweep(game: str, want: dict, directory: Path) -> dict:
         args = ["sweep", game, "--grid", "learning_rate=" + ",".join(f"{lr:g}" for lr in LEARNING_RATES),
                 "--seeds", str(len(TUNING_SEEDS)), "--seed", str(TUNING_SEEDS[0]), "--steps", str(STEPS[game]),
                 "--out", str(directory), "-q"]
-        for name, value in [*overrides.items()]:
+        for name, value in overrides.items():
             args += ["--set", f"{name}={value}"]
         for name, value in want["env_params"].items():
             args += ["--env-param", f"{name}={value}"]
@@ -179,10 +179,10 @@ def main() -> int:
                         help="where the sweep directories go, one per game (kept between invocations)")
     parser.add_argument("--report-only", action="store_true", help="rebuild docs/minatar-tuning.md from the JSON")
     args = parser.parse_args()
-    games = [g.strip() for g in args.games.split(",") if g.strip()]
-    unknown = [g for g in games if g not in GAMES]
-    if unknown or not games:
-        parser.error(f"unknown game {', '.join(unknown) or '(none)'}; choose from {', '.join(GAMES)}")
+    try:
+        games = benchmark._names(args.games, list(GAMES), "game")
+    except ValueError as error:
+        parser.error(str(error))  # a usage error: one line, exit status 2
     try:  # checked before any sweep: a sweep takes minutes, a damaged file would lose them
         records = read_json(RESULTS, "the tuning file") if RESULTS.exists() else {}
     except UsageError as error:

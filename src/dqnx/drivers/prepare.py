@@ -20,7 +20,7 @@ import jax
 from dqnx.agents import agent_kind, make_learner
 from dqnx.config import RunConfig, build_config, config_class, preset_id, resolve_config, seed_list
 from dqnx.drivers import preflight
-from dqnx.envs import Env, make_env, resolve_backend, stored_params
+from dqnx.envs import Env, make_env, resolve_backend, resolved_settings, stored_params
 from dqnx.envs.source import checked_env_params, describe_spaces, given_wrappers
 from dqnx.errors import UsageError
 from dqnx.protocols import Learner
@@ -69,9 +69,8 @@ def new_run(env_id: Any, *, agent: str, backend: str | None, steps: int | None, 
         raise UsageError("name an environment to train on, e.g. dqnx train CartPole-v1")
     check_trained_by_rl(agent, "train")
     env, chosen, cfg = env_and_config(env_id, agent, backend, env_params, config, config_file, steps, wrappers)
-    settings = env.settings() if hasattr(env, "settings") else None
     spec = RunSpec(env_id=env.env_id, agent=agent, env_params=stored_params(env, env_params),
-                   seeds=seed_list(seed, seeds), config=cfg, backend=chosen, env_settings=settings,
+                   seeds=seed_list(seed, seeds), config=cfg, backend=chosen, env_settings=resolved_settings(env),
                    wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env))
     learner = make_learner(spec.agent, cfg, env)  # raises on settings the agent cannot use, before anything is written
     jax.eval_shape(learner.init, jax.random.PRNGKey(0))  # and on networks that cannot take the observations

@@ -84,6 +84,12 @@ def stored_params(env: Env, env_params: dict | None) -> dict:
     return backend_of(env).stored_params(env, env_params)
 
 
+def resolved_settings(env: Env) -> dict | None:
+    """config.json's env_settings: every parameter as resolved (defaults and overrides), where the
+    environment reports them (gymnax's; Gymnasium's do not)."""
+    return env.settings() if hasattr(env, "settings") else None
+
+
 def resolve_backend(env: Any, backend: str | None = None) -> str:
     """The backend an environment trains on: the one asked for, else the first in BACKENDS that knows the id."""
     if backend is not None and backend not in BACKENDS:
@@ -108,4 +114,4 @@ def make_env(env: Any, env_params: dict | None = None, backend: str | None = Non
 
 
 __all__ = ["BACKENDS", "Backend", "DISCRETE_ENVS", "Env", "JaxEnv", "SOLVE_THRESHOLDS", "backend_of", "is_jax_id",
-           "make_env", "resolve_backend"]
+           "make_env", "resolve_backend", "resolved_settings"]

@@ -157,11 +157,12 @@ def train_group(env: Any, group: Group, group_index: int, out: Path, *, agent: s
     # An odd member count still fills every core or GPU: jax_loop.Compiled pads it.
     seeds, hypers = [seed for _, seed in group.members], group.hypers
     real = len(group.members)
+    from dqnx.envs import resolved_settings
     from dqnx.envs.source import describe_spaces
 
     spec = RunSpec(env_id=env_id, agent=agent, env_params=env_params, seeds=seeds, config=group.config, backend=backend,
                    wrappers=getattr(env, "wrappers", ()), spaces=describe_spaces(env),
-                   env_settings=env.settings() if hasattr(env, "settings") else None)  # as `dqnx train` records them
+                   env_settings=resolved_settings(env))  # as `dqnx train` records them
     run = RunDir.create(out, spec)
     atomic_write_json(run.path / "members.json", {
         "members": [{"config_index": c, "seed": s} for c, s in group.members],
