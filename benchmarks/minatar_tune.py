@@ -90,7 +90,7 @@ def spec(game: str, agent: str) -> dict:
             "env_params": SETTINGS[settings].params(game), "config": config}
 
 
-def sweep_matches(meta: dict, want: dict, agent: str) -> bool:
+def sweep_matches(game: str, agent: str, meta: dict, want: dict) -> bool:
     base = {k: v for k, v in meta.get("base_config", {}).items() if k != "learning_rate"}
     grid = {k: [float(x) for x in v] for k, v in meta.get("grid", {}).items()}
     # The env parameters as resolved: a sweep given none ran gymnax's defaults, the same as given them.
@@ -119,7 +119,7 @@ def run_sweep(game: str, agent: str, want: dict, directory: Path) -> dict:
     meta = read_json(directory / "sweep.json", "sweep.json")
     if meta.get("status") != "finished":
         raise UsageError(f"{directory} holds an unfinished sweep; move it away to train it again")
-    if not sweep_matches(meta, want, agent):
+    if not sweep_matches(game, agent, meta, want):
         raise UsageError(f"{directory} holds a sweep made with other settings than this script's; move it away")
     return meta
 
