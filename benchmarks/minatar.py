@@ -65,9 +65,7 @@ def best_reference(game: str):
     return max((ref for ref in REFERENCES if ref.returns.get(game) is not None), key=lambda ref: ref.returns[game])
 
 
-def available_agents() -> list[str]:
-    """DQN, and PQN once `--agent pqn` exists (the PQN agent lands separately)."""
-    return [a for a in ("dqn", "pqn") if a in CONFIGS]
+AGENTS = ("dqn", "pqn")
 
 
 def cell_key(game: str, agent: str, settings: str, seed: int) -> str:
@@ -366,8 +364,7 @@ def _names(text: str, allowed: list[str], what: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--games", default=",".join(GAMES))
-    parser.add_argument("--agents", default=",".join(available_agents()),
-                        help="dqn, and pqn once the PQN agent exists (default: every available one)")
+    parser.add_argument("--agents", default=",".join(AGENTS), help="dqn, pqn, or both (default: both)")
     parser.add_argument("--settings", default="minatar,gymnax",
                         help="minatar (the paper's), gymnax (gymnax-blines'), or best: each game under the settings "
                              "of its best published figure")
@@ -384,7 +381,7 @@ def main() -> int:
         best = args.settings.strip() == "best"
         try:
             games = _names(args.games, list(GAMES), "game")
-            agents = _names(args.agents, available_agents(), "agent")
+            agents = _names(args.agents, list(AGENTS), "agent")
             settings_names = [] if best else _names(args.settings, list(SETTINGS), "settings")
         except ValueError as error:
             parser.error(f"{error}{' (or best, alone)' if 'settings' in str(error) else ''}")  # a usage error: one line, exit status 2
