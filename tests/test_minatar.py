@@ -188,7 +188,7 @@ def test_pqn_preset_loads_and_builds(game):
     config = build_config(game, agent="pqn")
     assert isinstance(config, PQNConfig)
     assert (config.num_envs, config.rollout_steps, config.num_epochs, config.num_minibatches, config.q_lambda,
-            config.learning_rate, config.lr_schedule) == (128, 32, 2, 32, 0.65, 5e-4, "linear")
+            config.lr_schedule) == (128, 32, 2, 32, 0.65, "linear")  # the learning rate is tuned per game
     # The paper's 10M steps, but for the two games whose 10M runs pass issue 19's 20 minutes (presets say why).
     assert config.total_steps == PQN_BUDGETS.get(game, 10_000_000)
     assert config.layer_norm and not config.target_network
