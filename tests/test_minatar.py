@@ -176,6 +176,25 @@ def test_preset_loads_and_builds(game):
     assert state.replay.storage.obs.dtype == jnp.bool_
 
 
+TUNED = [("dqn", game) for game in GAMES] + [("pqn", "Freeway-MinAtar")]
+
+
+@pytest.mark.parametrize("agent,game", TUNED)
+def test_preset_learning_rate_is_its_tuning_sweeps_choice(agent, game):
+    """A preset keeps the rate its committed sweep chose (docs/minatar-tuning.md), so the page and the preset agree."""
+    import importlib.util
+    from pathlib import Path
+
+    from dqnx.config import build_config
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "minatar_tune.py"
+    spec = importlib.util.spec_from_file_location("minatar_tune", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    record = json.loads(tune.RESULTS[agent].read_text())[game]
+    assert build_config(game, agent=agent).learning_rate == pytest.approx(tune.chosen(record))
+
+
 PQN_BUDGETS = {"Freeway-MinAtar": 5_000_000, "Seaquest-MinAtar": 3_000_000}
 
 
