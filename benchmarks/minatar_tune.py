@@ -162,12 +162,15 @@ def table(records: dict, agent: str) -> list[str]:
         "| game | settings | env steps | learning rate | final greedy per seed | mean | train (last 100) per seed | mean | chosen | the preset's now |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    edge = []  # games whose best rate may lie beyond the grid
     for game in GAMES:
         record = records.get(game)
         if record is None:
             lines.append(f"| {game} | | | (not swept yet) | | | | | | |")
             continue
         pick = chosen(record)
+        if pick in (max(LEARNING_RATES[agent]), min(LEARNING_RATES[agent])):
+            edge.append(game)
         preset_lr = build_config(game, agent=agent).learning_rate
         for r in record["results"]:
             finals, trains = list(r["final"].values()), list(r["train_100"].values())
@@ -177,10 +180,8 @@ def table(records: dict, agent: str) -> list[str]:
                 f"| {', '.join(f'{v:.1f}' for v in trains)} | {statistics.mean(trains):.1f} "
                 f"| {'**yes**' if r['learning_rate'] == pick else ''} "
                 f"| {'yes' if abs(r['learning_rate'] - preset_lr) < 1e-12 else ''} |")
-    edge = [game for game, record in records.items()
-            if chosen(record) in (max(LEARNING_RATES[agent]), min(LEARNING_RATES[agent]))]
-    if edge:  # the best rate may lie beyond the grid: say so rather than call the preset's rate an optimum
-        lines += ["", f"Chosen at the edge of the grid, so a rate beyond it was not tried: {', '.join(sorted(edge))}."]
+    if edge:  # say so rather than call the preset's rate an optimum
+        lines += ["", f"Chosen at the edge of the grid, so a rate beyond it was not tried: {', '.join(edge)}."]
     lines += ["", "Sweeps finished (UTC; a sweep's wall seconds train its 6 members in one program):", ""]
     lines += [f"- {r['game']}: {r['measured']}, {r['wall_seconds']:.0f} s; {r['machine']}" for r in records.values()]
     return lines

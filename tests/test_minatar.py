@@ -179,18 +179,24 @@ def test_preset_loads_and_builds(game):
 TUNED = [(agent, game) for agent in ("dqn", "pqn") for game in GAMES]
 
 
-@pytest.mark.parametrize("agent,game", TUNED)
-def test_preset_learning_rate_is_its_tuning_sweeps_choice(agent, game):
-    """A preset keeps the rate its committed sweep chose (docs/minatar-tuning.md), so the page and the preset agree."""
+@pytest.fixture(scope="module")
+def tune():
+    """benchmarks/minatar_tune.py, loaded once (it loads benchmarks/minatar.py in turn)."""
     import importlib.util
     from pathlib import Path
 
-    from dqnx.config import build_config
-
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "minatar_tune.py"
     spec = importlib.util.spec_from_file_location("minatar_tune", path)
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("agent,game", TUNED)
+def test_preset_learning_rate_is_its_tuning_sweeps_choice(tune, agent, game):
+    """A preset keeps the rate its committed sweep chose (docs/minatar-tuning.md), so the page and the preset agree."""
+    from dqnx.config import build_config
+
     record = json.loads(tune.RESULTS[agent].read_text())[game]
     assert build_config(game, agent=agent).learning_rate == pytest.approx(tune.chosen(record))
 
